@@ -1,0 +1,41 @@
+"""FastAPI dependencies as typed aliases: settings, the node's components, the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+
+from realtime import Hub, Principal, Publisher, Settings, Store
+from realtime.tokens import bearer, verify
+
+
+@dataclass
+class Node:
+    """What the lifespan builds once per process and every request shares."""
+
+    settings: Settings
+    redis: Redis
+    store: Store
+    hub: Hub
+    publisher: Publisher
+    sender: Celery
+    node_id: str
+
+
+def get_node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+def get_principal(request: Request, node: Annotated[Node, Depends(get_node)]) -> Principal:
+    """The caller named by `Authorization: Bearer …`; `Unauthorized` (401) otherwise."""
+    token = bearer(request.headers.get("authorization"))
+    return verify(token, node.settings.jwt_secret.get_secret_value())
+
+
+NodeDep = Annotated[Node, Depends(get_node)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,77 @@
+"""The FastAPI app: a lifespan that wires store, broadcaster and hub; routes; static page."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from redis.asyncio import Redis
+from starlette.routing import WebSocketRoute
+
+from realtime import Hub, Publisher, Settings, Store, get_settings, metrics
+from realtime.backend import make_broadcast
+from realtime.protocol import WS_1012_SERVICE_RESTART
+from workers.signatures import sender
+
+from . import errors, inventory, ops, orders, tasks
+from .deps import Node
+from .ws import WebSocketEndpoint
+
+STATIC = Path(__file__).parent / "static"
+logger = logging.getLogger("taskcast.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; settings are read when it starts unless given (tests pass their own)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        conf = settings or get_settings()
+        redis = Redis.from_url(conf.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        store = Store(redis, history_size=conf.history_size, history_ttl=conf.history_ttl)
+        broadcast = make_broadcast(conf.broadcast)
+        node_id = conf.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        await broadcast.connect()
+        try:
+            async with Hub(broadcast, store) as hub:
+                app.state.node = Node(
+                    settings=conf,
+                    redis=redis,
+                    store=store,
+                    hub=hub,
+                    publisher=Publisher(store, broadcast),
+                    sender=sender(conf.redis_url),
+                    node_id=node_id,
+                )
+                logger.info("node %s ready", node_id)
+                try:
+                    yield
+                finally:
+                    for session in list(hub.sessions):
+                        session.close_soon(WS_1012_SERVICE_RESTART, "server restarting")
+        finally:
+            await broadcast.disconnect()
+            await redis.aclose()
+
+    app = FastAPI(title="taskcast", version="0.1.0", lifespan=lifespan)
+    app.state.metrics = metrics.registry()
+    errors.install(app)
+    app.include_router(orders.router)
+    app.include_router(inventory.router)
+    app.include_router(tasks.router)
+    app.include_router(ops.router)
+    app.router.routes.append(WebSocketRoute("/ws", WebSocketEndpoint()))
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

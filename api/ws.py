@@ -1,0 +1,183 @@
+"""`/ws`: authenticate, then relay subscribe/unsubscribe/ping to the hub; errors never close."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.types import Message, Receive, Scope, Send
+
+from realtime import channels, metrics
+from realtime.errors import (
+    Forbidden,
+    TaskcastError,
+    TooManyConnections,
+    TooManySubscriptions,
+    Unauthorized,
+)
+from realtime.protocol import (
+    WS_1008_POLICY_VIOLATION,
+    WS_1009_MESSAGE_TOO_BIG,
+    WS_4401_UNAUTHORIZED,
+    WS_4429_FLOODING,
+    ClientFrame,
+    encode,
+    error_frame,
+    parse_frame,
+)
+from realtime.ratelimit import TokenBucket
+from realtime.session import Session
+from realtime.tokens import Principal, bearer, verify
+
+from .deps import Node
+
+logger = logging.getLogger("taskcast.ws")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]) -> bool:
+    """No Origin (not a browser) is fine; otherwise same host, or listed in the allow-list."""
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    if "*" in allowed or origin in allowed:
+        return True
+    return not allowed and host is not None and urlsplit(origin).netloc.lower() == host.lower()
+
+
+class WebSocketEndpoint:
+    """A plain ASGI app: one coroutine reads frames, the session's writer sends them."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        node: Node = scope["app"].state.node
+        settings = node.settings
+        if not origin_allowed(_header(scope, b"origin"), _header(scope, b"host"), settings.origins):
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": WS_1008_POLICY_VIOLATION})
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        token = (query.get("token") or [None])[0] or bearer(_header(scope, b"authorization"))
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        try:
+            principal = verify(token, settings.jwt_secret.get_secret_value())
+        except Unauthorized as exc:
+            await send({"type": "websocket.send", "text": error_frame(exc.code, exc.message)})
+            await send({"type": "websocket.close", "code": WS_4401_UNAUTHORIZED})
+            return
+        per_user = sum(1 for s in node.hub.sessions if s.principal.user == principal.user)
+        if per_user >= settings.max_connections_per_user:
+            exc2 = TooManyConnections()
+            await send({"type": "websocket.send", "text": error_frame(exc2.code, exc2.message)})
+            await send({"type": "websocket.close", "code": WS_4429_FLOODING})
+            return
+
+        async def send_text(text: str) -> None:
+            await send({"type": "websocket.send", "text": text})
+
+        async def close(code: int, reason: str) -> None:
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+
+        session = Session(
+            send_text,
+            close,
+            principal,
+            max_frames=settings.outbound_max_frames,
+            max_bytes=settings.outbound_max_bytes,
+        )
+        node.hub.add(session)
+        session.push(
+            encode(
+                {
+                    "type": "welcome",
+                    "connection_id": session.id,
+                    "user": principal.user,
+                    "node": node.node_id,
+                }
+            )
+        )
+        bucket = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+        try:
+            await self._read(receive, session, node, bucket)
+        finally:
+            await node.hub.remove(session)
+
+    async def _read(self, receive: Receive, session: Session, node: Node, bucket: TokenBucket) -> None:
+        max_bytes = node.settings.max_frame_bytes
+        while not session.closed:
+            message: Message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            text = message.get("text")
+            size = len(text) if text is not None else len(message.get("bytes") or b"")
+            if size > max_bytes:
+                session.close_soon(WS_1009_MESSAGE_TOO_BIG, "frame too large")
+                return
+            if not bucket.take():
+                metrics.COUNTS.rate_limited += 1
+                if bucket.flooding:
+                    session.close_soon(WS_4429_FLOODING, "flooding")
+                    return
+                session.push(error_frame("rate_limited", "too many frames; slow down"))
+                continue
+            if text is None:
+                session.push(error_frame("bad_request", "binary frames are not accepted"))
+                continue
+            ref: Any = None
+            try:
+                frame = parse_frame(text)
+                ref = frame.ref
+                await self._handle(frame, session, node)
+            except TaskcastError as exc:
+                session.push(error_frame(exc.code, exc.message, exc.ref if exc.ref is not None else ref))
+
+    async def _handle(self, frame: ClientFrame, session: Session, node: Node) -> None:
+        if frame.op == "ping":
+            reply: dict[str, Any] = {"type": "pong"}
+            if frame.ref is not None:
+                reply["ref"] = frame.ref
+            session.push(encode(reply))
+            return
+        assert frame.channel is not None
+        try:
+            channel = channels.parse(frame.channel)
+        except TaskcastError as exc:
+            raise exc.with_ref(frame.ref) from None
+        if frame.op == "unsubscribe":
+            node.hub.unsubscribe(session, channel.name)
+            reply = {"type": "unsubscribed", "channel": channel.name}
+            if frame.ref is not None:
+                reply["ref"] = frame.ref
+            session.push(encode(reply))
+            return
+        await self._subscribe(frame, channel, session, node)
+
+    async def _subscribe(
+        self, frame: ClientFrame, channel: channels.Channel, session: Session, node: Node
+    ) -> None:
+        principal: Principal = session.principal
+        owner = None
+        if channel.kind == "task" and not principal.is_admin:
+            owner = await node.store.task_owner(channel.id)
+        if not channels.may_subscribe(channel, principal.user, principal.scopes, owner):
+            raise Forbidden(f"not allowed to subscribe to {channel.name}").with_ref(frame.ref)
+        if channel.name in session.subs:
+            node.hub.unsubscribe(session, channel.name)  # a re-subscribe restarts the stream
+        elif len(session.subs) >= node.settings.max_subscriptions:
+            raise TooManySubscriptions().with_ref(frame.ref)
+        try:
+            reply, replay = await node.hub.subscribe(session, channel.name, frame.since, frame.epoch)
+        except TaskcastError as exc:
+            raise exc.with_ref(frame.ref) from None
+        if frame.ref is not None:
+            reply["ref"] = frame.ref
+        session.push(encode(reply))
+        node.hub.finish_subscribe(session, channel.name, replay)
+

@@ -1,0 +1,227 @@
+"""A broadcaster backend for Redis pub/sub that delivers, bounds its buffer and reconnects.
+
+broadcaster's stock Redis backend delivers nothing on Python 3.11 with redis-py 8, never
+reconnects and buffers without bound (see docs/architecture.md). This one keeps broadcaster's
+API and, after any connection loss or buffer overflow, emits a `resync` event on
+`CONTROL_CHANNEL` so the hub catches every channel up from history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+from urllib.parse import urlparse
+
+from broadcaster import Broadcast, BroadcastBackend, Event
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from . import metrics
+
+logger = logging.getLogger("taskcast.backend")
+
+CONTROL_CHANNEL = "taskcast:control"  # never sent to Redis: local notices to the hub
+HEARTBEAT_CHANNEL = "taskcast:heartbeat"  # keeps the pub/sub connection in listening mode
+RESYNC = "resync"
+QUEUE_BOUND = 20_000
+SUBSCRIBE_TIMEOUT = 5.0
+PING_INTERVAL = 5.0
+BACKOFF_FIRST, BACKOFF_CAP = 0.05, 1.0
+
+
+class RedisBackend(BroadcastBackend):
+    """Redis pub/sub for `Broadcast`: supervised listener, bounded buffer, pipelined publish."""
+
+    def __init__(self, url: str, *, queue_bound: int = QUEUE_BOUND) -> None:
+        self._url = url
+        self._queue_bound = queue_bound
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._channels: set[str] = set()
+        self._confirm: dict[str, list[asyncio.Future[None]]] = {}
+        self._pubsub: Any = None
+        self._gap = False
+        self._closing = False
+        self.connected = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._pending: list[tuple[str, Any, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._pub: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=5.0, socket_connect_timeout=2.0, max_connections=8
+        )
+
+    async def connect(self) -> None:
+        self._closing = False
+        self._supervisor = asyncio.create_task(self._supervise(), name="taskcast-pubsub")
+
+    async def disconnect(self) -> None:
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+        await self._pub.aclose()
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe and return once Redis has confirmed it (or the link is down: resync covers it)."""
+        self._channels.add(channel)
+        if channel == CONTROL_CHANNEL or not self.connected.is_set():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel, []).append(future)
+        try:
+            await self._pubsub.subscribe(channel)
+            await asyncio.wait_for(future, SUBSCRIBE_TIMEOUT)
+        except (RedisError, OSError, TimeoutError, AttributeError):
+            # The supervisor resubscribes everything on reconnect and then sends `resync`.
+            logger.warning("subscribe to %s not confirmed; will resync after reconnect", channel)
+        finally:
+            waiters = self._confirm.get(channel, [])
+            if future in waiters:
+                waiters.remove(future)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        if channel == CONTROL_CHANNEL or not self.connected.is_set():
+            return
+        with contextlib.suppress(RedisError, OSError, AttributeError):
+            await self._pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, message: Any) -> None:
+        """Publish; concurrent calls share one pipelined round trip."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((channel, message, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self._pub.pipeline(transaction=False) as pipe:
+                    for channel, message, _ in batch:
+                        pipe.publish(channel, message)
+                    await pipe.execute()
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def next_published(self) -> Event:
+        if self._gap and self._queue.qsize() <= self._queue_bound // 2:
+            self._gap = False
+            return Event(CONTROL_CHANNEL, RESYNC)
+        return await self._queue.get()
+
+    def _deliver(self, event: Event) -> None:
+        if self._queue.qsize() >= self._queue_bound:
+            # Dropping is safe only because the hub refills from history on `resync`.
+            if not self._gap:
+                logger.warning("pub/sub buffer full (%d); resync from history", self._queue_bound)
+                metrics.COUNTS.buffer_overflows += 1
+            self._gap = True
+            return
+        self._queue.put_nowait(event)
+
+    async def _supervise(self) -> None:
+        delay = BACKOFF_FIRST
+        first = True
+        while not self._closing:
+            client = aioredis.Redis.from_url(
+                self._url,
+                decode_responses=True,
+                socket_timeout=None,
+                socket_connect_timeout=2.0,
+            )
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(HEARTBEAT_CHANNEL, *(self._redis_channels()))
+                self._pubsub = pubsub
+                self.connected.set()
+                if not first:
+                    metrics.COUNTS.redis_reconnects += 1
+                    logger.info("pub/sub reconnected; resubscribed %d channels", len(self._channels))
+                # Fresh subscriptions and a resync either way: a listener that just connected
+                # cannot know what it missed.
+                self._deliver(Event(CONTROL_CHANNEL, RESYNC))
+                first = False
+                delay = BACKOFF_FIRST
+                await self._listen(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure means: reconnect
+                if self.connected.is_set():
+                    logger.warning("pub/sub connection lost: %s", type(exc).__name__)
+            finally:
+                self.connected.clear()
+                self._pubsub = None
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            if self._closing:
+                return
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, BACKOFF_CAP)
+
+    def _redis_channels(self) -> list[str]:
+        return [c for c in self._channels if c != CONTROL_CHANNEL]
+
+    async def _listen(self, pubsub: Any) -> None:
+        watchdog = asyncio.create_task(self._watchdog(pubsub))
+        try:
+            while True:
+                message = await pubsub.parse_response(block=True)
+                if message is None:
+                    continue
+                kind = message[0]
+                if kind == "message":
+                    channel = message[1]
+                    if channel != HEARTBEAT_CHANNEL:
+                        self._deliver(Event(channel, message[2]))
+                elif kind == "subscribe":
+                    for future in self._confirm.pop(message[1], []):
+                        if not future.done():
+                            future.set_result(None)
+                elif kind == "pong":
+                    self._last_pong = asyncio.get_running_loop().time()
+                if watchdog.done():
+                    watchdog.result()
+        finally:
+            watchdog.cancel()
+
+    async def _watchdog(self, pubsub: Any) -> None:
+        """Ping on the pub/sub connection; a silent link (no RST) is treated as lost."""
+        loop = asyncio.get_running_loop()
+        self._last_pong = loop.time()
+        while True:
+            await asyncio.sleep(PING_INTERVAL)
+            if loop.time() - self._last_pong > 3 * PING_INTERVAL:
+                with contextlib.suppress(Exception):
+                    await pubsub.connection.disconnect()
+                return
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.ping()
+
+
+def make_broadcast(url: str) -> Broadcast:
+    """`Broadcast` over our Redis backend for redis URLs; any other scheme uses broadcaster's own."""
+    if urlparse(url).scheme in ("redis", "rediss", "unix"):
+        return Broadcast(backend=RedisBackend(url))
+    return Broadcast(url)
+
+
+def backend_connected(broadcast: Broadcast) -> bool:
+    """True when the broadcast's listener is connected (stock backends: assumed)."""
+    backend = broadcast._backend
+    return backend.connected.is_set() if isinstance(backend, RedisBackend) else True

@@ -1,0 +1,81 @@
+"""Channel names (`task:`, `user:`, `topic:`) and who may subscribe to each."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .errors import BadChannel
+
+TOPICS: Final = frozenset({"orders", "clients", "inventory", "notifications", "system"})
+# Ids are restricted so a channel name is safe in Redis keys, JSON and log lines.
+_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
+Kind = Literal["task", "user", "topic"]
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A parsed channel name."""
+
+    kind: Kind
+    id: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def valid_id(value: str) -> bool:
+    """True for an id usable in a channel name (task, user or order id)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def parse(name: str) -> Channel:
+    """Parse `kind:id`, raising `BadChannel` for anything the contract does not name."""
+    if not isinstance(name, str) or len(name) > 140:
+        raise BadChannel("channel must be a string like 'task:<id>'")
+    kind, sep, ident = name.partition(":")
+    if not sep or kind not in ("task", "user", "topic"):
+        raise BadChannel("channel must start with 'task:', 'user:' or 'topic:'")
+    if kind == "topic":
+        if ident not in TOPICS:
+            raise BadChannel(f"unknown topic; expected one of {', '.join(sorted(TOPICS))}")
+    elif not valid_id(ident):
+        raise BadChannel(f"malformed {kind} id")
+    return Channel(kind, ident)  # type: ignore[arg-type]
+
+
+def task_channel(task_id: str) -> str:
+    return f"task:{task_id}"
+
+
+def user_channel(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def topic_channel(topic: str) -> str:
+    return f"topic:{topic}"
+
+
+def may_read_topic(scopes: frozenset[str], topic: str) -> bool:
+    """Scope rule for `topic:` channels: `admin`, `topic:*`, `topic:<name>`; system for all."""
+    if topic == "system" or "admin" in scopes or "topic:*" in scopes:
+        return True
+    return f"topic:{topic}" in scopes
+
+
+def may_subscribe(
+    channel: Channel, user: str, scopes: frozenset[str], task_owner: str | None
+) -> bool:
+    """The contract's table; `task_owner` is the recorded owner of a task channel (None if unknown)."""
+    if "admin" in scopes:
+        return True
+    if channel.kind == "user":
+        return channel.id == user
+    if channel.kind == "task":
+        return task_owner is not None and task_owner == user
+    return may_read_topic(scopes, channel.id)

@@ -1,0 +1,292 @@
+"""`emit()` for synchronous code: a bounded buffer drained by one publisher thread per process.
+
+A Celery task must never wait on Redis: `emit` validates, enqueues and returns in microseconds.
+One daemon thread per process (created lazily, again after fork) runs an event loop with a
+`Publisher`, stores and publishes in pipelined batches, and retries with backoff while Redis is
+away. Consecutive progress of a task is coalesced while it waits; on overflow, progress goes
+first and every drop is counted; nothing else is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import metrics
+from .backend import make_broadcast
+from .events import make_event, now_iso, progress_data, source, validate_data
+from .publisher import Publisher, check_targets, topic_for
+from .store import Store
+
+logger = logging.getLogger("taskcast.emitter")
+
+BATCH = 500
+BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    type: str
+    data: dict[str, Any]
+    task_id: str | None
+    user_id: str | None
+    topic: str | None
+    ts: str
+    taken: bool = False
+
+
+class Emitter:
+    """The synchronous publishing path of one process; thread-safe, fork-aware."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        broadcast_url: str | None = None,
+        *,
+        history_size: int = 1000,
+        history_ttl: int = 86400,
+        buffer: int = 10_000,
+    ) -> None:
+        self._redis_url = redis_url
+        self._broadcast_url = broadcast_url or redis_url
+        self._history_size = history_size
+        self._history_ttl = history_ttl
+        self._bound = buffer
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._queue: deque[_Entry] = deque()
+        self._last_of_task: dict[str, _Entry] = {}
+        self._enqueued = 0
+        self._completed = 0
+        self._idle = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.closed_tasks: set[str] = set()  # tasks the store says have ended (e.g. cancelled)
+        self.connected = False
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    def emit(
+        self,
+        type_: str,
+        *,
+        data: dict[str, Any],
+        task_id: str | None = None,
+        user_id: str | None = None,
+        topic: str | None = None,
+    ) -> None:
+        """Validate now (ValueError), enqueue, return; transport errors never reach the caller."""
+        check_targets(task_id, user_id)
+        chosen = topic_for(type_, topic, user_id)
+        clean = validate_data(type_, data)
+        self._put(_Entry(type_, clean, task_id, user_id, chosen, now_iso()))
+
+    def progress(
+        self,
+        task_id: str,
+        current: int,
+        total: int,
+        message: str | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        """Record a task's progress; replaces its previous progress if that is still waiting."""
+        data = progress_data(current, total, message)
+        ts = now_iso()
+        with self._lock:
+            if self._pid == os.getpid():
+                last = self._last_of_task.get(task_id)
+                if last is not None and last.type == "task.progress" and not last.taken:
+                    last.data = data
+                    last.ts = ts
+                    return
+        self._put(_Entry("task.progress", data, task_id, user_id, None, ts))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything emitted so far is stored and published; False on timeout."""
+        with self._lock:
+            if self._thread is None:
+                return True
+            target = self._enqueued
+            return self._done.wait_for(lambda: self._completed >= target, timeout)
+
+    def is_closed(self, task_id: str) -> bool:
+        return task_id in self.closed_tasks
+
+    def _put(self, entry: _Entry) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._after_fork()
+            if len(self._queue) >= self._bound:
+                self._make_room()
+            self._queue.append(entry)
+            self._enqueued += 1
+            if entry.task_id is not None:
+                self._last_of_task[entry.task_id] = entry
+            if self._thread is None:
+                self._start()
+            elif self._idle and self._loop is not None and self._wakeup is not None:
+                self._idle = False
+                with contextlib.suppress(RuntimeError):  # loop closed at interpreter exit
+                    self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _make_room(self) -> None:
+        """Full buffer: drop the oldest waiting progress (never terminal or domain events)."""
+        for index, queued in enumerate(self._queue):
+            if queued.type == "task.progress":
+                del self._queue[index]
+                if queued.task_id is not None and self._last_of_task.get(queued.task_id) is queued:
+                    del self._last_of_task[queued.task_id]
+                self._completed += 1
+                metrics.COUNTS.emit_dropped += 1
+                return
+
+    def _after_fork(self) -> None:
+        # The parent's thread and loop do not exist here; start clean, keep nothing queued.
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._queue = deque()
+        self._last_of_task = {}
+        self._enqueued = self._completed = 0
+        self._thread = self._loop = self._wakeup = None
+        self._idle = True
+        source()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="taskcast-emitter", daemon=True)
+        self._thread.start()
+
+    # -- the publisher thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._wakeup = asyncio.Event()
+        redis = Redis.from_url(self._redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        store = Store(redis, history_size=self._history_size, history_ttl=self._history_ttl)
+        broadcast = make_broadcast(self._broadcast_url)
+        await broadcast.connect()
+        publisher = Publisher(store, broadcast)
+        try:
+            while True:
+                with self._lock:
+                    batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                    for entry in batch:
+                        entry.taken = True
+                        if entry.task_id and self._last_of_task.get(entry.task_id) is entry:
+                            del self._last_of_task[entry.task_id]
+                    if not batch:
+                        self._idle = True
+                        self._wakeup.clear()
+                if not batch:
+                    if self._stopping:
+                        return
+                    await self._wakeup.wait()
+                    continue
+                await self._publish(publisher, batch)
+                with self._lock:
+                    self._completed += len(batch)
+                    self._done.notify_all()
+        finally:
+            with contextlib.suppress(Exception):
+                await broadcast.disconnect()
+            with contextlib.suppress(Exception):
+                await redis.aclose()
+
+    async def _publish(self, publisher: Publisher, batch: list[_Entry]) -> None:
+        """Store and publish, retrying with capped backoff: ids make retries idempotent."""
+        events = [
+            (
+                {
+                    **make_event(e.type, e.data, task_id=e.task_id, user_id=e.user_id, validated=True),
+                    "ts": e.ts,
+                },
+                e.topic,
+            )
+            for e in batch
+        ]
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                results = await publisher.publish_many(events)
+            except Exception as exc:  # noqa: BLE001 - Redis away: keep the batch, retry
+                metrics.COUNTS.publish_errors += 1
+                if self.connected:
+                    logger.warning("emit: Redis unreachable (%s); retrying", type(exc).__name__)
+                self.connected = False
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, BACKOFF_CAP)
+                continue
+            self.connected = True
+            for entry, stored in zip(batch, results, strict=True):
+                if stored.status == "closed" and entry.task_id:
+                    self.closed_tasks.add(entry.task_id)
+            return
+
+
+_default: Emitter | None = None
+_default_lock = threading.Lock()
+
+
+def default() -> Emitter:
+    """The process's emitter, built from settings on first use (and again after fork)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                from .settings import get_settings
+
+                settings = get_settings()
+                if not settings.redis_url:
+                    raise RuntimeError("REDIS_URL is not set: realtime.emit has nowhere to publish")
+                _default = Emitter(
+                    settings.redis_url,
+                    settings.broadcast,
+                    history_size=settings.history_size,
+                    history_ttl=settings.history_ttl,
+                    buffer=settings.emit_buffer,
+                )
+    return _default
+
+
+def _forget_default() -> None:
+    global _default
+    _default = None
+
+
+os.register_at_fork(after_in_child=_forget_default)
+
+
+def emit(
+    type: str,  # noqa: A002 - the contract's signature
+    *,
+    data: dict[str, Any],
+    task_id: str | None = None,
+    user_id: str | None = None,
+    topic: str | None = None,
+) -> None:
+    """Publish an event from any process that reaches Redis (see the contract)."""
+    default().emit(type, data=data, task_id=task_id, user_id=user_id, topic=topic)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """True once everything emitted so far by this process is stored and published."""
+    return True if _default is None else _default.flush(timeout)

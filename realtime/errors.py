@@ -1,0 +1,82 @@
+"""Errors a client can see: one class per stable `code`, never a traceback."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class TaskcastError(Exception):
+    """Base of every user-visible error; `code` is part of the wire contract."""
+
+    code: ClassVar[str] = "internal"
+    http_status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        self.ref: Any = None  # the client frame's `ref`, echoed on the error frame
+        super().__init__(self.message)
+
+    def with_ref(self, ref: Any) -> TaskcastError:
+        self.ref = ref
+        return self
+
+
+class BadRequest(TaskcastError):
+    code = "bad_request"
+    http_status = 422
+    default_message = "malformed request"
+
+
+class BadChannel(TaskcastError):
+    code = "bad_channel"
+    http_status = 422
+    default_message = "unknown or malformed channel"
+
+
+class Unauthorized(TaskcastError):
+    code = "unauthorized"
+    http_status = 401
+    default_message = "missing, invalid or expired token"
+
+
+class Forbidden(TaskcastError):
+    code = "forbidden"
+    http_status = 403
+    default_message = "not allowed"
+
+
+class NotFound(TaskcastError):
+    code = "not_found"
+    http_status = 404
+    default_message = "not found"
+
+
+class TooManySubscriptions(TaskcastError):
+    code = "too_many_subscriptions"
+    http_status = 429
+    default_message = "too many subscriptions on this connection"
+
+
+class RateLimited(TaskcastError):
+    code = "rate_limited"
+    http_status = 429
+    default_message = "too many frames; slow down"
+
+
+class TooManyConnections(TaskcastError):
+    code = "too_many_connections"
+    http_status = 429
+    default_message = "too many connections for this user"
+
+
+class PayloadTooLarge(TaskcastError):
+    code = "payload_too_large"
+    http_status = 413
+    default_message = "request body too large"
+
+
+class Unavailable(TaskcastError):
+    code = "unavailable"
+    http_status = 503
+    default_message = "a backing service is unreachable; retry shortly"

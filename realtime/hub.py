@@ -1,0 +1,300 @@
+"""The relay hub: one broadcaster subscription per channel per node, ordered gap-free fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from broadcaster import Broadcast
+
+from . import metrics
+from .backend import CONTROL_CHANNEL, RESYNC
+from .errors import Unavailable
+from .protocol import encode
+from .session import Session, Subscription
+from .store import Message, Snapshot, Store
+
+logger = logging.getLogger("taskcast.hub")
+
+IDLE_GRACE = 10.0  # seconds a channel with no sessions stays subscribed (cheap re-joins)
+READY_TIMEOUT = 5.0
+
+
+@dataclass(eq=False, slots=True)
+class _Channel:
+    """This node's view of one channel: the last seq fanned out, and who listens."""
+
+    name: str
+    sessions: dict[Session, Subscription] = field(default_factory=dict)
+    last_seq: int = 0
+    epoch: str = ""
+    pending: dict[int, Message] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: BaseException | None = None
+    filling: bool = False
+    pump: asyncio.Task[None] | None = None
+    reaper: asyncio.TimerHandle | None = None
+
+
+class Hub:
+    """Relays events from broadcaster to sessions: each seq once, in order, to each subscriber."""
+
+    def __init__(self, broadcast: Broadcast, store: Store, *, idle_grace: float = IDLE_GRACE) -> None:
+        self.broadcast = broadcast
+        self.store = store
+        self.idle_grace = idle_grace
+        self.channels: dict[str, _Channel] = {}
+        self.sessions: set[Session] = set()
+        self._control: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> Hub:
+        ready = asyncio.Event()
+        self._control = asyncio.create_task(self._listen_control(ready), name="taskcast-control")
+        await ready.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        tasks = [c.pump for c in self.channels.values() if c.pump is not None]
+        tasks += [self._control] if self._control is not None else []
+        tasks += list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.channels.clear()
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def add(self, session: Session) -> None:
+        self.sessions.add(session)
+        session.start()
+
+    async def remove(self, session: Session) -> None:
+        """Forget a finished connection everywhere."""
+        self.sessions.discard(session)
+        for name in list(session.subs):
+            self._leave(session, name)
+        session.subs.clear()
+        await session.stop()
+
+    async def subscribe(
+        self, session: Session, name: str, since: int | None = None, epoch: str | None = None
+    ) -> tuple[dict[str, Any], list[Message]]:
+        """Join `name` for `session`; returns the `subscribed` frame and the history to replay.
+
+        The caller pushes the frame, then `finish_subscribe` sends the replay and the events
+        that arrived meanwhile, so the session sees each seq once, in order.
+        """
+        channel = await self._channel(name)
+        sub = Subscription()
+        channel.sessions[session] = sub
+        session.subs[name] = sub
+        try:
+            snap = await self.store.read(name, since=since)
+        except Exception:
+            self._leave(session, name)
+            raise Unavailable("history is unreachable; retry") from None
+        frame: dict[str, Any] = {"type": "subscribed", "channel": name, "seq": snap.seq}
+        frame["epoch"] = snap.epoch
+        replay: list[Message] = []
+        if since is None:
+            sub.last = snap.seq
+        elif snap.recoverable and (epoch is None or epoch == snap.epoch):
+            frame["recovered"] = True
+            replay = snap.entries
+            sub.last = since
+        else:
+            frame["recovered"] = False
+            sub.last = snap.seq
+        if name.startswith("task:") and (since is None or not frame["recovered"]):
+            frame["state"] = snap.state
+        return frame, replay
+
+    def finish_subscribe(self, session: Session, name: str, replay: list[Message]) -> None:
+        """Send the replay, then what arrived live meanwhile, then switch to live delivery."""
+        sub = session.subs.get(name)
+        if sub is None:
+            return
+        pending = sub.pending or []
+        sub.pending = None
+        for message in replay:
+            if message.seq > sub.last:
+                sub.last = message.seq
+                session.push(message.frame, message.coalesce_key)
+        for message in pending:
+            assert isinstance(message, Message)
+            if message.seq > sub.last:
+                sub.last = message.seq
+                session.push(message.frame, message.coalesce_key)
+
+    def unsubscribe(self, session: Session, name: str) -> bool:
+        if name not in session.subs:
+            return False
+        self._leave(session, name)
+        del session.subs[name]
+        return True
+
+    def _leave(self, session: Session, name: str) -> None:
+        channel = self.channels.get(name)
+        if channel is None:
+            return
+        channel.sessions.pop(session, None)
+        if not channel.sessions and channel.reaper is None:
+            loop = asyncio.get_running_loop()
+            channel.reaper = loop.call_later(self.idle_grace, self._reap, channel)
+
+    def _reap(self, channel: _Channel) -> None:
+        channel.reaper = None
+        if channel.sessions or self.channels.get(channel.name) is not channel:
+            return
+        del self.channels[channel.name]
+        if channel.pump is not None:
+            channel.pump.cancel()
+            self._track(channel.pump)
+
+    # -- channels -------------------------------------------------------------------------
+
+    async def _channel(self, name: str) -> _Channel:
+        channel = self.channels.get(name)
+        if channel is None or channel.failed is not None:
+            channel = _Channel(name)
+            self.channels[name] = channel
+            channel.pump = asyncio.create_task(self._pump(channel), name=f"taskcast-pump-{name}")
+        if channel.reaper is not None:
+            channel.reaper.cancel()
+            channel.reaper = None
+        if not channel.ready.is_set():
+            try:
+                await asyncio.wait_for(channel.ready.wait(), READY_TIMEOUT)
+            except TimeoutError:
+                raise Unavailable("the event stream is unreachable; retry") from None
+        if channel.failed is not None:
+            raise Unavailable("the event stream is unreachable; retry")
+        return channel
+
+    async def _pump(self, channel: _Channel) -> None:
+        try:
+            async with self.broadcast.subscribe(channel.name) as subscriber:
+                snap = await self.store.read(channel.name)
+                channel.last_seq, channel.epoch = snap.seq, snap.epoch
+                channel.ready.set()
+                on_message = self._on_message
+                async for event in subscriber:  # type: ignore[union-attr]
+                    on_message(channel, event.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a new subscriber will build a fresh channel
+            logger.warning("channel %s failed: %s", channel.name, type(exc).__name__)
+            channel.failed = exc
+            channel.ready.set()
+
+    def _on_message(self, channel: _Channel, raw: str) -> None:
+        message = Message.parse(raw)
+        if message.epoch != channel.epoch:
+            self._schedule_fill(channel)
+            return
+        if message.seq <= channel.last_seq:
+            return
+        if message.seq == channel.last_seq + 1 and not channel.filling:
+            self._fanout(channel, message)
+            if channel.pending:
+                self._drain(channel)
+        else:
+            channel.pending[message.seq] = message
+            self._schedule_fill(channel)
+
+    def _fanout(self, channel: _Channel, message: Message) -> None:
+        channel.last_seq = message.seq
+        metrics.COUNTS.events_in += 1
+        seq = message.seq
+        frame = message.frame
+        key = message.coalesce_key
+        for session, sub in channel.sessions.items():
+            if sub.pending is not None:
+                sub.pending.append(message)
+            elif seq > sub.last:
+                sub.last = seq
+                session.push(frame, key)
+        if message.emitted_ms:
+            metrics.EVENT_AGE.observe(max(0.0, time.time() - message.emitted_ms / 1000))
+
+    def _drain(self, channel: _Channel) -> None:
+        pending = channel.pending
+        while pending:
+            for seq in [s for s in pending if s <= channel.last_seq]:
+                del pending[seq]
+            message = pending.pop(channel.last_seq + 1, None)
+            if message is None:
+                return
+            self._fanout(channel, message)
+
+    def _schedule_fill(self, channel: _Channel) -> None:
+        if not channel.filling and channel.ready.is_set() and channel.failed is None:
+            channel.filling = True
+            self._track(asyncio.create_task(self._fill(channel)))
+
+    async def _fill(self, channel: _Channel) -> None:
+        """Catch `channel` up from history: after a gap, a reconnect, or an epoch change."""
+        try:
+            for _ in range(5):
+                snap = await self.store.read(channel.name, since=channel.last_seq)
+                if snap.epoch != channel.epoch:
+                    self._restart(channel, snap)
+                elif not snap.recoverable and snap.seq > channel.last_seq:
+                    self._restart(channel, snap)
+                else:
+                    for message in snap.entries:
+                        if message.seq == channel.last_seq + 1:
+                            self._fanout(channel, message)
+                self._drain(channel)
+                if not channel.pending:
+                    return
+        except Exception as exc:  # noqa: BLE001 - retried on the next message or resync
+            logger.warning("catch-up of %s failed: %s", channel.name, type(exc).__name__)
+        finally:
+            channel.filling = False
+
+    def _restart(self, channel: _Channel, snap: Snapshot) -> None:
+        """The stream restarted or history lost what we need: tell sessions, go on from now."""
+        logger.warning("channel %s: stream restarted or history gap; resetting", channel.name)
+        channel.epoch = snap.epoch
+        channel.last_seq = snap.seq
+        channel.pending.clear()
+        frame = {"type": "subscribed", "channel": channel.name, "seq": snap.seq}
+        frame.update({"epoch": snap.epoch, "recovered": False})
+        if channel.name.startswith("task:"):
+            frame["state"] = snap.state
+        encoded = encode(frame)
+        for session, sub in channel.sessions.items():
+            sub.last = snap.seq
+            if sub.pending is not None:
+                sub.pending.clear()
+            session.push(encoded)
+
+    async def _listen_control(self, ready: asyncio.Event) -> None:
+        async with self.broadcast.subscribe(CONTROL_CHANNEL) as subscriber:
+            ready.set()
+            async for event in subscriber:  # type: ignore[union-attr]
+                if event.message == RESYNC:
+                    for channel in list(self.channels.values()):
+                        self._schedule_fill(channel)
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- stats ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        subscriptions = sum(len(c.sessions) for c in self.channels.values())
+        return {
+            "connections": len(self.sessions),
+            "subscriptions": subscriptions,
+            "channels": len(self.channels),
+        }

@@ -1,0 +1,70 @@
+"""Per-process counters, exposed in Prometheus format; plain ints so the hot path pays nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+@dataclass
+class Counters:
+    """Monotonic counts of this process; read at scrape time, never locked."""
+
+    events_in: int = 0
+    frames_out: int = 0
+    coalesced: int = 0
+    slow_consumer_closes: int = 0
+    publish_errors: int = 0
+    redis_reconnects: int = 0
+    buffer_overflows: int = 0
+    emitted: int = 0
+    emit_dropped: int = 0
+    rate_limited: int = 0
+
+
+COUNTS = Counters()
+
+_HELP = {
+    "events_in": "Events this node received from Redis and fanned out",
+    "frames_out": "Frames written to sockets",
+    "coalesced": "Queued task.progress frames replaced by a newer one",
+    "slow_consumer_closes": "Connections closed with 4008",
+    "publish_errors": "Failed attempts to store or publish an event (retried)",
+    "redis_reconnects": "Pub/sub reconnections after a lost Redis connection",
+    "buffer_overflows": "Times the pub/sub buffer filled and the hub resynced from history",
+    "emitted": "Events this process stored and published",
+    "emit_dropped": "Progress events dropped from a full emit buffer",
+    "rate_limited": "Client frames refused by the rate limit",
+}
+
+# Filled by the hub at scrape time: connections, subscriptions, channels.
+GAUGES: dict[str, float] = {}
+
+EVENT_AGE = Histogram(
+    "taskcast_event_age_seconds",
+    "Time from emit to the socket write of its first frame on this node",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=None,
+)
+
+
+class _Collector(Collector):
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        for f in fields(COUNTS):
+            yield CounterMetricFamily(
+                f"taskcast_{f.name}", _HELP[f.name], value=getattr(COUNTS, f.name)
+            )
+        for name, value in GAUGES.items():
+            yield GaugeMetricFamily(f"taskcast_{name}", f"Current {name} on this node", value=value)
+
+
+def registry() -> CollectorRegistry:
+    """A registry holding taskcast's metrics (one per app, so tests can build many apps)."""
+    reg = CollectorRegistry()
+    reg.register(_Collector())
+    reg.register(EVENT_AGE)
+    return reg

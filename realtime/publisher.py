@@ -1,0 +1,86 @@
+"""Store-then-publish: the async path every event takes into Redis and broadcaster."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from broadcaster import Broadcast
+
+from . import metrics
+from .channels import TOPICS, valid_id
+from .events import DEFAULT_TOPIC, TASK_TYPES, encode_event, make_event
+from .store import Store, Stored
+
+
+def topic_for(type_: str, topic: str | None, user_id: str | None = None) -> str | None:
+    """The topic a domain event goes to (its own, or the one given); task events have none.
+
+    A `notification` addressed to a user is personal: it goes to the topic only if asked.
+    """
+    if type_ in TASK_TYPES:
+        if topic is not None:
+            raise ValueError("task lifecycle events are not published to topics")
+        return None
+    if type_ not in DEFAULT_TOPIC:
+        raise ValueError(f"unknown event type {type_!r}")
+    if topic is None and type_ == "notification" and user_id is not None:
+        return None
+    chosen = topic if topic is not None else DEFAULT_TOPIC[type_]
+    if chosen not in TOPICS:
+        raise ValueError(f"unknown topic {chosen!r}; expected one of {', '.join(sorted(TOPICS))}")
+    return chosen
+
+
+def check_targets(task_id: str | None, user_id: str | None) -> None:
+    """Ids must be usable in channel names; a bad one is the caller's bug, said at once."""
+    if task_id is not None and not valid_id(task_id):
+        raise ValueError(f"malformed task_id {task_id!r}")
+    if user_id is not None and not valid_id(user_id):
+        raise ValueError(f"malformed user_id {user_id!r}")
+
+
+class Publisher:
+    """Stores each event (seq, history, state) and then publishes it on every target channel."""
+
+    def __init__(self, store: Store, broadcast: Broadcast) -> None:
+        self.store = store
+        self.broadcast = broadcast
+
+    async def emit(
+        self,
+        type_: str,
+        *,
+        data: dict[str, Any],
+        task_id: str | None = None,
+        user_id: str | None = None,
+        topic: str | None = None,
+    ) -> Stored:
+        """Validate, store and publish one event; raises on transport errors (callers retry)."""
+        check_targets(task_id, user_id)
+        chosen = topic_for(type_, topic, user_id)
+        event = make_event(type_, data, task_id=task_id, user_id=user_id)
+        return await self.publish(event, chosen)
+
+    async def publish(self, event: dict[str, Any], topic: str | None) -> Stored:
+        stored = await self.store.append(event, encode_event(event), topic)
+        await self._broadcast(stored.messages)
+        metrics.COUNTS.emitted += 1
+        return stored
+
+    async def publish_many(self, batch: list[tuple[dict[str, Any], str | None]]) -> list[Stored]:
+        """Store a batch in one round trip, then publish it (pipelined by our backend)."""
+        results = await self.store.append_many([(e, encode_event(e), t) for e, t in batch])
+        await self._broadcast([m for stored in results for m in stored.messages])
+        metrics.COUNTS.emitted += len(batch)
+        return results
+
+    async def _broadcast(self, messages: list[tuple[str, str]]) -> None:
+        if not messages:
+            return
+        publish = self.broadcast.publish
+        try:
+            await asyncio.gather(*(publish(channel, message) for channel, message in messages))
+        except Exception:
+            metrics.COUNTS.publish_errors += 1
+            raise

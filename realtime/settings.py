@@ -1,0 +1,71 @@
+"""One settings object for every taskcast process, read from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_MIN = 32
+
+
+class Settings(BaseSettings):
+    """The contract's environment plus the limits a deployment may tune."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    redis_url: str = Field(default="", alias="REDIS_URL")
+    broadcast_url: str = Field(default="", alias="BROADCAST_URL")
+    jwt_secret: SecretStr = Field(default=SecretStr(""), alias="TASKCAST_JWT_SECRET")
+    allowed_origins: str = Field(default="", alias="TASKCAST_ALLOWED_ORIGINS")
+    history_size: int = Field(default=1000, ge=1, le=1_000_000, alias="TASKCAST_HISTORY_SIZE")
+    history_ttl: int = Field(default=86400, ge=1, alias="TASKCAST_HISTORY_TTL")
+    # Set by `taskcast up`: enables the demo sign-in and relaxes the secret check.
+    embedded: bool = Field(default=False, alias="TASKCAST_EMBEDDED")
+    node_id: str = Field(default="", alias="TASKCAST_NODE_ID")
+    # Seconds each simulated step of the demo tasks takes: watchable demos, fast tests.
+    step_delay: float = Field(default=0.5, ge=0, alias="TASKCAST_STEP_DELAY")
+    # Per-connection limits (contract defaults).
+    max_frame_bytes: int = Field(default=64 * 1024, alias="TASKCAST_MAX_FRAME_BYTES")
+    max_subscriptions: int = Field(default=100, alias="TASKCAST_MAX_SUBSCRIPTIONS")
+    outbound_max_frames: int = Field(default=1000, ge=1, alias="TASKCAST_OUTBOUND_MAX_FRAMES")
+    outbound_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, alias="TASKCAST_OUTBOUND_MAX_BYTES")
+    rate_limit_per_second: float = Field(default=50.0, gt=0, alias="TASKCAST_RATE_LIMIT")
+    rate_limit_burst: int = Field(default=100, ge=1, alias="TASKCAST_RATE_BURST")
+    max_connections_per_user: int = Field(default=50, ge=1, alias="TASKCAST_MAX_CONNECTIONS_PER_USER")
+    max_import_rows: int = Field(default=100_000, ge=1, alias="TASKCAST_MAX_IMPORT_ROWS")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, alias="TASKCAST_MAX_BODY_BYTES")
+    # Worker-side emit buffer (events waiting for Redis).
+    emit_buffer: int = Field(default=10_000, ge=10, alias="TASKCAST_EMIT_BUFFER")
+
+    @field_validator("redis_url", "broadcast_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _secret_required(self) -> Settings:
+        secret = self.jwt_secret.get_secret_value()
+        if not self.embedded and len(secret) < DEV_SECRET_MIN:
+            raise ValueError(
+                f"TASKCAST_JWT_SECRET must be set to at least {DEV_SECRET_MIN} characters "
+                "(only the embedded default `taskcast up` generates one)"
+            )
+        return self
+
+    @property
+    def broadcast(self) -> str:
+        """The broadcaster URL: `BROADCAST_URL`, else `REDIS_URL`."""
+        return self.broadcast_url or self.redis_url
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """Allowed browser origins for /ws; empty means same-origin only."""
+        return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; tests clear the cache after changing the env."""
+    return Settings()

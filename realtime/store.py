@@ -1,0 +1,304 @@
+"""Sequence, history and task state in Redis, each event written in one atomic Lua step."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from .events import now_iso
+
+PREFIX = "tc:"
+DEDUPE_TTL = 3600  # seconds a stored event id is remembered, so retries never duplicate
+
+# Store one event on every channel it targets, atomically.
+# Returns {"ok", channel1, message1, ...}, or {"dup", ...} with the first attempt's messages,
+# or {"closed"} when the task already ended (one terminal event, nothing after it).
+_STORE = """
+local eid, ev, etype, task_id, user_id, topic = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local new_epoch, hsize, ttl, now_ms = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+local status, sfield, svalue, ts, ckey_hint = ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15]
+local P = KEYS[1]
+local dkey = P .. 'e:' .. eid
+local dup = redis.call('GET', dkey)
+if dup then
+  local out = cjson.decode(dup)
+  out[1] = 'dup'
+  return out
+end
+local tkey = nil
+local is_task_type = string.sub(etype, 1, 5) == 'task.'
+if task_id ~= '' then
+  tkey = P .. 't:' .. task_id
+  local st = redis.call('HGET', tkey, 'status')
+  if is_task_type and (st == 'succeeded' or st == 'failed' or st == 'cancelled') then
+    return {'closed'}
+  end
+  if user_id == '' then
+    user_id = redis.call('HGET', tkey, 'owner') or ''
+  end
+end
+local chans = {}
+if task_id ~= '' then chans[#chans + 1] = 'task:' .. task_id end
+if topic ~= '' then chans[#chans + 1] = 'topic:' .. topic end
+if user_id ~= '' then chans[#chans + 1] = 'user:' .. user_id end
+local out = {'ok'}
+local task_seq = nil
+for _, ch in ipairs(chans) do
+  local ckey = P .. 'c:' .. ch
+  local hkey = P .. 'h:' .. ch
+  local seq = redis.call('HINCRBY', ckey, 'seq', 1)
+  local epoch = redis.call('HGET', ckey, 'epoch')
+  if not epoch then
+    epoch = new_epoch
+    redis.call('HSET', ckey, 'epoch', epoch)
+  end
+  local msg = seq .. ' ' .. epoch .. ' ' .. now_ms .. ' ' .. ckey_hint .. '\\n' ..
+    '{"type":"event","channel":"' .. ch .. '","seq":' .. seq .. ',"event":' .. ev .. '}'
+  redis.call('RPUSH', hkey, msg)
+  redis.call('LTRIM', hkey, -hsize, -1)
+  redis.call('EXPIRE', hkey, ttl)
+  redis.call('EXPIRE', ckey, ttl)
+  if ch == 'task:' .. task_id then task_seq = seq end
+  out[#out + 1] = ch
+  out[#out + 1] = msg
+end
+if tkey and is_task_type then
+  local cur = redis.call('HGET', tkey, 'status')
+  if status ~= '' and not (status == 'queued' and cur and cur ~= 'queued') then
+    redis.call('HSET', tkey, 'status', status)
+  end
+  if sfield ~= '' then redis.call('HSET', tkey, sfield, svalue) end
+  if user_id ~= '' and not redis.call('HGET', tkey, 'owner') then
+    redis.call('HSET', tkey, 'owner', user_id)
+  end
+end
+if tkey and task_seq then
+  redis.call('HSET', tkey, 'seq', task_seq, 'updated_at', ts)
+  redis.call('EXPIRE', tkey, ttl)
+end
+redis.call('SET', dkey, cjson.encode(out), 'EX', tonumber(ARGV[16]))
+return out
+"""
+
+# Read a channel's seq and epoch (creating the epoch of a new channel), the history after
+# `since` (-1: none), and for task channels the task state, in one consistent snapshot.
+# Returns {seq, epoch, first_seq_kept, state_flat, entry...}.
+_READ = """
+local ckey, hkey, tkey = KEYS[1], KEYS[2], KEYS[3]
+local since, new_epoch, ttl, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local seq = tonumber(redis.call('HGET', ckey, 'seq') or '0')
+local epoch = redis.call('HGET', ckey, 'epoch')
+if not epoch then
+  epoch = new_epoch
+  redis.call('HSET', ckey, 'epoch', epoch)
+  redis.call('EXPIRE', ckey, ttl)
+end
+local len = redis.call('LLEN', hkey)
+local first = seq - len + 1
+local state = {}
+if tkey ~= '' then state = redis.call('HGETALL', tkey) end
+local out = {seq, epoch, first, state}
+if since >= 0 and since < seq and since + 1 >= first then
+  local start = since + 1 - first
+  if limit > 0 and seq - since > limit then return out end
+  local entries = redis.call('LRANGE', hkey, start, -1)
+  for i = 1, #entries do out[#out + 1] = entries[i] end
+end
+return out
+"""
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+STATUS_OF = {
+    "task.queued": "queued",
+    "task.started": "running",
+    "task.progress": "running",
+    "task.retrying": "retrying",
+    "task.succeeded": "succeeded",
+    "task.failed": "failed",
+    "task.cancelled": "cancelled",
+}
+STATE_FIELD_OF = {"task.progress": "progress", "task.succeeded": "result", "task.failed": "error"}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One stored event on one channel, as carried by pub/sub and kept in history.
+
+    Wire form: `"<seq> <epoch> <emit_ms> <coalesce_key>\\n<event frame JSON>"`, so a hub orders,
+    deduplicates and coalesces without parsing JSON, and sends `frame` as is to every recipient.
+    """
+
+    seq: int
+    epoch: str
+    emitted_ms: int
+    coalesce_key: str
+    frame: str
+
+    @classmethod
+    def parse(cls, raw: str) -> Message:
+        header, _, frame = raw.partition("\n")
+        seq, epoch, emitted, key = header.split(" ", 3)
+        return cls(int(seq), epoch, int(emitted), key if key != "-" else "", frame)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A channel's position and, for task channels, the task's state, read atomically."""
+
+    seq: int
+    epoch: str
+    first_kept: int
+    state: dict[str, Any] | None
+    entries: list[Message] = field(default_factory=list)
+    recoverable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What `Store.append` did: the messages to publish, or why there are none."""
+
+    status: str  # "ok", "dup" or "closed"
+    messages: list[tuple[str, str]]
+
+
+def new_epoch() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _decode_state(flat: list[bytes] | list[str], task_id: str) -> dict[str, Any] | None:
+    if not flat:
+        return None
+    raw = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in zip(flat[::2], flat[1::2], strict=True)
+    }
+    return task_state(task_id, raw)
+
+
+def task_state(task_id: str, raw: dict[str, str]) -> dict[str, Any]:
+    """The contract's `GET /tasks/{id}` body from the stored hash."""
+
+    def load(name: str) -> Any:
+        value = raw.get(name)
+        return orjson.loads(value) if value else None
+
+    progress = load("progress") or {"current": 0, "total": 0, "percent": 0.0, "message": None}
+    return {
+        "task_id": task_id,
+        "status": raw.get("status", "queued"),
+        "progress": progress,
+        "result": load("result"),
+        "error": load("error"),
+        "seq": int(raw.get("seq", "0")),
+        "updated_at": raw.get("updated_at") or raw.get("created_at"),
+    }
+
+
+class Store:
+    """Async access to taskcast's Redis data; one per process (or per event-loop thread)."""
+
+    def __init__(self, redis: Redis, *, history_size: int = 1000, history_ttl: int = 86400) -> None:
+        self.redis = redis
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self._store = redis.register_script(_STORE)
+        self._read = redis.register_script(_READ)
+
+    def _args(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> list[Any]:
+        type_ = event["type"]
+        sfield = STATE_FIELD_OF.get(type_, "")
+        svalue = b""
+        if sfield:
+            key = {"progress": None, "result": "result", "error": "error"}[sfield]
+            svalue = orjson.dumps(event["data"] if key is None else event["data"].get(key))
+        coalesce = event["task_id"] if type_ == "task.progress" and event["task_id"] else "-"
+        return [
+            event["id"],
+            encoded,
+            type_,
+            event["task_id"] or "",
+            event["user_id"] or "",
+            topic or "",
+            new_epoch(),
+            self.history_size,
+            self.history_ttl,
+            emitted_ms(event),
+            STATUS_OF.get(type_, ""),
+            sfield,
+            svalue,
+            event["ts"],
+            coalesce,
+            DEDUPE_TTL,
+        ]
+
+    async def append(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> Stored:
+        """Assign seqs on every target channel, keep history and task state: one atomic step."""
+        out = await self._store(keys=[PREFIX], args=self._args(event, encoded, topic))
+        return _stored(out)
+
+    async def append_many(
+        self, batch: list[tuple[dict[str, Any], bytes, str | None]]
+    ) -> list[Stored]:
+        """`append` for a batch in one pipelined round trip (the worker's publisher)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event, encoded, topic in batch:
+                await self._store(keys=[PREFIX], args=self._args(event, encoded, topic), client=pipe)
+            results = await pipe.execute()
+        return [_stored(out) for out in results]
+
+    async def read(self, channel: str, since: int | None = None, limit: int = 0) -> Snapshot:
+        """Position, state and the history after `since` (`None`: position and state only)."""
+        tkey = f"{PREFIX}t:{channel[5:]}" if channel.startswith("task:") else ""
+        out = await self._read(
+            keys=[f"{PREFIX}c:{channel}", f"{PREFIX}h:{channel}", tkey],
+            args=[-1 if since is None else since, new_epoch(), self.history_ttl, limit],
+        )
+        seq, epoch, first, flat = int(out[0]), _s(out[1]), int(out[2]), out[3]
+        state = _decode_state(flat, channel[5:]) if tkey else None
+        snap = Snapshot(seq, epoch, first, state)
+        if since is not None and since < seq:
+            snap.entries = [Message.parse(_s(raw)) for raw in out[4:]]
+            snap.recoverable = bool(snap.entries) and snap.entries[0].seq == since + 1
+        elif since is not None and since > seq:
+            snap.recoverable = False
+        return snap
+
+    async def create_task(self, task_id: str, owner: str, name: str) -> None:
+        """Record a task's owner before it is enqueued: ownership decides who may watch it."""
+        key = f"{PREFIX}t:{task_id}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"owner": owner, "name": name, "created_at": now_iso()})
+            pipe.expire(key, self.history_ttl)
+            await pipe.execute()
+
+    async def task_owner(self, task_id: str) -> str | None:
+        value = await self.redis.hget(f"{PREFIX}t:{task_id}", "owner")
+        return _s(value) if value is not None else None
+
+    async def task(self, task_id: str) -> tuple[str | None, dict[str, Any] | None]:
+        """(owner, state) of a task, or (None, None) when Redis knows nothing of it."""
+        raw = await self.redis.hgetall(f"{PREFIX}t:{task_id}")
+        if not raw:
+            return None, None
+        decoded = {_s(k): _s(v) for k, v in raw.items()}
+        return decoded.get("owner"), task_state(task_id, decoded)
+
+
+def emitted_ms(event: dict[str, Any]) -> int:
+    """Emit time in ms since the epoch, carried in the message header for the age histogram."""
+    return int(datetime.fromisoformat(event["ts"]).timestamp() * 1000)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stored(out: list[Any]) -> Stored:
+    status = _s(out[0])
+    items = [_s(x) for x in out[1:]]
+    return Stored(status, list(zip(items[::2], items[1::2], strict=True)))

@@ -1,0 +1,18 @@
+"""The Celery app of taskcast workers: Redis broker, JSON only, late acks, prefetch 1."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from realtime.settings import get_settings
+
+from .signatures import celery_config
+
+app = Celery(
+    "taskcast",
+    include=["workers.orders", "workers.inventory", "workers.signals"],
+    task_cls="workers.task:TaskcastTask",
+    set_as_current=True,
+)
+# Read the environment when Celery configures itself, not at import.
+app.add_defaults(lambda: celery_config(get_settings().redis_url))

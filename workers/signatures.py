@@ -1,0 +1,43 @@
+"""Task names and the enqueue helper: all the API may know of the workers."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from celery import Celery
+
+ORDERS_PROCESS: Final = "orders.process"
+INVENTORY_IMPORT: Final = "inventory.import"
+TASK_NAMES: Final = frozenset({ORDERS_PROCESS, INVENTORY_IMPORT})
+
+
+def celery_config(redis_url: str) -> dict[str, Any]:
+    """Celery settings shared by the worker app and the API's sender."""
+    return {
+        "broker_url": redis_url,
+        "result_backend": redis_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": 86400,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        # Redis broker: redeliver unacked tasks of a lost worker after this many seconds.
+        "broker_transport_options": {"visibility_timeout": 3600},
+    }
+
+
+def sender(redis_url: str) -> Celery:
+    """A producer-only Celery app: enqueues by name, never imports task bodies."""
+    app = Celery("taskcast-sender", set_as_current=False)
+    app.conf.update(celery_config(redis_url))
+    return app
+
+
+def enqueue(app: Celery, name: str, task_id: str, kwargs: dict[str, Any]) -> None:
+    """Send task `name` with a preassigned id (ownership and `task.queued` are recorded first)."""
+    app.send_task(name, kwargs=kwargs, task_id=task_id)

@@ -1,0 +1,33 @@
+"""The base task: `self.progress(current, total, message)` and cooperative cancellation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from realtime import emitter
+
+
+class TaskCancelled(Exception):
+    """Raised inside a task whose channel already ended (it was cancelled)."""
+
+
+class TaskcastTask(Task):  # type: ignore[misc]
+    """Every taskcast task: lifecycle events come from signals; progress from here."""
+
+    def progress(self, current: int, total: int, message: str | None = None) -> None:
+        """Record progress (coalesced while waiting); raise TaskCancelled if the task ended."""
+        task_id = self.request.id
+        emit = emitter.default()
+        if emit.is_closed(task_id):
+            raise TaskCancelled(f"task {task_id} was cancelled")
+        emit.progress(task_id, current, total, message)
+
+    def cancelled(self) -> bool:
+        """True once the store has refused an event because this task already ended."""
+        return emitter.default().is_closed(self.request.id)
+
+    def emit(self, type_: str, data: dict[str, Any], **targets: Any) -> None:
+        """Emit a domain event of this task (routed to its task, owner and topic channels)."""
+        emitter.default().emit(type_, data=data, task_id=self.request.id, **targets)
