@@ -109,7 +109,9 @@ class WebSocketEndpoint:
         finally:
             await node.hub.remove(session)
 
-    async def _read(self, receive: Receive, session: Session, node: Node, bucket: TokenBucket) -> None:
+    async def _read(
+        self, receive: Receive, session: Session, node: Node, bucket: TokenBucket
+    ) -> None:
         max_bytes = node.settings.max_frame_bytes
         while not session.closed:
             message: Message = await receive()
@@ -136,7 +138,9 @@ class WebSocketEndpoint:
                 ref = frame.ref
                 await self._handle(frame, session, node)
             except TaskcastError as exc:
-                session.push(error_frame(exc.code, exc.message, exc.ref if exc.ref is not None else ref))
+                session.push(
+                    error_frame(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
+                )
 
     async def _handle(self, frame: ClientFrame, session: Session, node: Node) -> None:
         if frame.op == "ping":
@@ -173,11 +177,12 @@ class WebSocketEndpoint:
         elif len(session.subs) >= node.settings.max_subscriptions:
             raise TooManySubscriptions().with_ref(frame.ref)
         try:
-            reply, replay = await node.hub.subscribe(session, channel.name, frame.since, frame.epoch)
+            reply, replay = await node.hub.subscribe(
+                session, channel.name, frame.since, frame.epoch
+            )
         except TaskcastError as exc:
             raise exc.with_ref(frame.ref) from None
         if frame.ref is not None:
             reply["ref"] = frame.ref
         session.push(encode(reply))
         node.hub.finish_subscribe(session, channel.name, replay)
-

@@ -68,7 +68,7 @@ class RedisBackend(BroadcastBackend):
         await self._pub.aclose()
 
     async def subscribe(self, channel: str) -> None:
-        """Subscribe and return once Redis has confirmed it (or the link is down: resync covers it)."""
+        """Subscribe; return once Redis confirmed it (or the link is down: resync covers it)."""
         self._channels.add(channel)
         if channel == CONTROL_CHANNEL or not self.connected.is_set():
             return
@@ -150,7 +150,9 @@ class RedisBackend(BroadcastBackend):
                 self.connected.set()
                 if not first:
                     metrics.COUNTS.redis_reconnects += 1
-                    logger.info("pub/sub reconnected; resubscribed %d channels", len(self._channels))
+                    logger.info(
+                        "pub/sub reconnected; resubscribed %d channels", len(self._channels)
+                    )
                 # Fresh subscriptions and a resync either way: a listener that just connected
                 # cannot know what it missed.
                 self._deliver(Event(CONTROL_CHANNEL, RESYNC))
@@ -166,7 +168,7 @@ class RedisBackend(BroadcastBackend):
                 self.connected.clear()
                 self._pubsub = None
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(Exception):
                     await client.aclose()
             if self._closing:
@@ -215,7 +217,7 @@ class RedisBackend(BroadcastBackend):
 
 
 def make_broadcast(url: str) -> Broadcast:
-    """`Broadcast` over our Redis backend for redis URLs; any other scheme uses broadcaster's own."""
+    """`Broadcast` over our Redis backend for redis URLs; other schemes use broadcaster's."""
     if urlparse(url).scheme in ("redis", "rediss", "unix"):
         return Broadcast(backend=RedisBackend(url))
     return Broadcast(url)

@@ -71,7 +71,7 @@ def may_read_topic(scopes: frozenset[str], topic: str) -> bool:
 def may_subscribe(
     channel: Channel, user: str, scopes: frozenset[str], task_owner: str | None
 ) -> bool:
-    """The contract's table; `task_owner` is the recorded owner of a task channel (None if unknown)."""
+    """The contract's table; `task_owner` is a task channel's recorded owner (None: unknown)."""
     if "admin" in scopes:
         return True
     if channel.kind == "user":

@@ -216,7 +216,9 @@ class Emitter:
         events = [
             (
                 {
-                    **make_event(e.type, e.data, task_id=e.task_id, user_id=e.user_id, validated=True),
+                    **make_event(
+                        e.type, e.data, task_id=e.task_id, user_id=e.user_id, validated=True
+                    ),
                     "ts": e.ts,
                 },
                 e.topic,
@@ -276,7 +278,7 @@ os.register_at_fork(after_in_child=_forget_default)
 
 
 def emit(
-    type: str,  # noqa: A002 - the contract's signature
+    type: str,
     *,
     data: dict[str, Any],
     task_id: str | None = None,

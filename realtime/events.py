@@ -226,7 +226,8 @@ def validate_data(type_: str, data: Any) -> dict[str, Any]:
         return model.model_validate(data).model_dump(mode="json", exclude_none=False)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise ValueError(f"invalid data for {type_!r}: {problems}") from None
 

@@ -43,7 +43,9 @@ class _Channel:
 class Hub:
     """Relays events from broadcaster to sessions: each seq once, in order, to each subscriber."""
 
-    def __init__(self, broadcast: Broadcast, store: Store, *, idle_grace: float = IDLE_GRACE) -> None:
+    def __init__(
+        self, broadcast: Broadcast, store: Store, *, idle_grace: float = IDLE_GRACE
+    ) -> None:
         self.broadcast = broadcast
         self.store = store
         self.idle_grace = idle_grace
@@ -97,7 +99,7 @@ class Hub:
         session.subs[name] = sub
         try:
             snap = await self.store.read(name, since=since)
-        except Exception:
+        except Exception:  # noqa: BLE001 - Redis away: the client is told, may retry
             self._leave(session, name)
             raise Unavailable("history is unreachable; retry") from None
         frame: dict[str, Any] = {"type": "subscribed", "channel": name, "seq": snap.seq}
@@ -128,7 +130,6 @@ class Hub:
                 sub.last = message.seq
                 session.push(message.frame, message.coalesce_key)
         for message in pending:
-            assert isinstance(message, Message)
             if message.seq > sub.last:
                 sub.last = message.seq
                 session.push(message.frame, message.coalesce_key)
@@ -186,7 +187,8 @@ class Hub:
                 channel.ready.set()
                 on_message = self._on_message
                 async for event in subscriber:  # type: ignore[union-attr]
-                    on_message(channel, event.message)
+                    if event is not None:
+                        on_message(channel, event.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a new subscriber will build a fresh channel
@@ -244,9 +246,8 @@ class Hub:
         try:
             for _ in range(5):
                 snap = await self.store.read(channel.name, since=channel.last_seq)
-                if snap.epoch != channel.epoch:
-                    self._restart(channel, snap)
-                elif not snap.recoverable and snap.seq > channel.last_seq:
+                lost = not snap.recoverable and snap.seq > channel.last_seq
+                if snap.epoch != channel.epoch or lost:
                     self._restart(channel, snap)
                 else:
                     for message in snap.entries:
@@ -281,7 +282,7 @@ class Hub:
         async with self.broadcast.subscribe(CONTROL_CHANNEL) as subscriber:
             ready.set()
             async for event in subscriber:  # type: ignore[union-attr]
-                if event.message == RESYNC:
+                if event is not None and event.message == RESYNC:
                     for channel in list(self.channels.values()):
                         self._schedule_fill(channel)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
 from collections import deque
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 from . import metrics
 from .protocol import WS_4008_SLOW_CONSUMER
+from .store import Message
 from .tokens import Principal
 
 Send = Callable[[str], Awaitable[None]]
@@ -24,7 +26,7 @@ class Subscription:
     """A session's place in one channel: the last seq it was sent, and a buffer while replaying."""
 
     last: int = 0
-    pending: list[object] | None = field(default_factory=list)
+    pending: list[Message] | None = field(default_factory=list)
 
 
 class Session:
@@ -84,10 +86,8 @@ class Session:
         self.closed = True
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - writer already logged
-                pass
 
     def push(self, frame: str, coalesce_key: str = "") -> None:
         """Queue a frame; never blocks. Called by the hub for every recipient of an event."""

@@ -30,10 +30,14 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(default=64 * 1024, alias="TASKCAST_MAX_FRAME_BYTES")
     max_subscriptions: int = Field(default=100, alias="TASKCAST_MAX_SUBSCRIPTIONS")
     outbound_max_frames: int = Field(default=1000, ge=1, alias="TASKCAST_OUTBOUND_MAX_FRAMES")
-    outbound_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, alias="TASKCAST_OUTBOUND_MAX_BYTES")
+    outbound_max_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, alias="TASKCAST_OUTBOUND_MAX_BYTES"
+    )
     rate_limit_per_second: float = Field(default=50.0, gt=0, alias="TASKCAST_RATE_LIMIT")
     rate_limit_burst: int = Field(default=100, ge=1, alias="TASKCAST_RATE_BURST")
-    max_connections_per_user: int = Field(default=50, ge=1, alias="TASKCAST_MAX_CONNECTIONS_PER_USER")
+    max_connections_per_user: int = Field(
+        default=50, ge=1, alias="TASKCAST_MAX_CONNECTIONS_PER_USER"
+    )
     max_import_rows: int = Field(default=100_000, ge=1, alias="TASKCAST_MAX_IMPORT_ROWS")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, alias="TASKCAST_MAX_BODY_BYTES")
     # Worker-side emit buffer (events waiting for Redis).
@@ -62,7 +66,9 @@ class Settings(BaseSettings):
     @property
     def origins(self) -> frozenset[str]:
         """Allowed browser origins for /ws; empty means same-origin only."""
-        return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
+        return frozenset(
+            o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()
+        )
 
 
 @lru_cache(maxsize=1)

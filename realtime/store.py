@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -90,7 +90,8 @@ return out
 # Returns {seq, epoch, first_seq_kept, state_flat, entry...}.
 _READ = """
 local ckey, hkey, tkey = KEYS[1], KEYS[2], KEYS[3]
-local since, new_epoch, ttl, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local since, new_epoch = tonumber(ARGV[1]), ARGV[2]
+local ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local seq = tonumber(redis.call('HGET', ckey, 'seq') or '0')
 local epoch = redis.call('HGET', ckey, 'epoch')
 if not epoch then
@@ -170,13 +171,10 @@ def new_epoch() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _decode_state(flat: list[bytes] | list[str], task_id: str) -> dict[str, Any] | None:
+def _decode_state(flat: list[Any], task_id: str) -> dict[str, Any] | None:
     if not flat:
         return None
-    raw = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in zip(flat[::2], flat[1::2], strict=True)
-    }
+    raw = {_s(k): _s(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
     return task_state(task_id, raw)
 
 
@@ -247,7 +245,9 @@ class Store:
         """`append` for a batch in one pipelined round trip (the worker's publisher)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for event, encoded, topic in batch:
-                await self._store(keys=[PREFIX], args=self._args(event, encoded, topic), client=pipe)
+                await self._store(
+                    keys=[PREFIX], args=self._args(event, encoded, topic), client=pipe
+                )
             results = await pipe.execute()
         return [_stored(out) for out in results]
 
@@ -285,7 +285,7 @@ class Store:
         raw = await self.redis.hgetall(f"{PREFIX}t:{task_id}")
         if not raw:
             return None, None
-        decoded = {_s(k): _s(v) for k, v in raw.items()}
+        decoded: dict[str, str] = {_s(k): _s(v) for k, v in raw.items()}
         return decoded.get("owner"), task_state(task_id, decoded)
 
 

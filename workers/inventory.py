@@ -34,7 +34,9 @@ def run_import(
         chunk = rows[start : start + batch_size]
         batches += 1
         time.sleep(delay)
-        items = [{"sku": r["sku"], "qty": int(r["qty"]), "location": r.get("location")} for r in chunk]
+        items = [
+            {"sku": r["sku"], "qty": int(r["qty"]), "location": r.get("location")} for r in chunk
+        ]
         emit("inventory.updated", {"batch": batches, "items": items})
         for item in items:
             if item["qty"] < LOW_STOCK_THRESHOLD:
@@ -52,7 +54,9 @@ def run_import(
 
 @app.task(name="inventory.import", bind=True)
 def import_inventory(self: TaskcastTask, rows: list[dict[str, Any]], owner: str) -> dict[str, Any]:
-    result = run_import(rows, progress=self.progress, emit=self.emit, delay=get_settings().step_delay)
+    result = run_import(
+        rows, progress=self.progress, emit=self.emit, delay=get_settings().step_delay
+    )
     self.emit(
         "notification",
         {

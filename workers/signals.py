@@ -27,7 +27,7 @@ def error_info(exc: BaseException | None) -> dict[str, str]:
 def _emit(type_: str, task_id: str, data: dict[str, Any]) -> None:
     try:
         emitter.default().emit(type_, data=data, task_id=task_id)
-    except Exception:  # noqa: BLE001 - a lifecycle event must never break the task
+    except Exception:
         logger.exception("could not emit %s for %s", type_, task_id)
 
 

@@ -1,0 +1,110 @@
+"""Fixtures: one private Redis per session (flushed per test), real app and worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from realtime import Settings, get_settings
+from realtime.tokens import issue
+
+from .processes import SECRET, RedisServer, Web, Worker, base_env
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database on the private server (restarted if a fault test left it down)."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    client = redis_server.client()
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def settings(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings for in-process apps and emitters, also exported to the environment."""
+    for key, value in base_env(redis_url).items():
+        if key.startswith(("TASKCAST_", "REDIS_")):
+            monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def make_token() -> Callable[..., str]:
+    def make(user: str = "alice", scopes: tuple[str, ...] = (), ttl: int = 3600) -> str:
+        return issue(SECRET, user, scopes, ttl)
+
+    return make
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """Process logs; printed when a test fails so the failure says what broke."""
+    yield tmp_path
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for log in sorted(tmp_path.glob("*.log")):
+            text = log.read_text(errors="replace")[-4000:]
+            print(f"\n===== {log.name} (last 4000 chars) =====\n{text}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
+
+@pytest.fixture
+def spawn(redis_url: str, log_dir: Path) -> Iterator[Callable[..., Web | Worker]]:
+    """Start real `web` (uvicorn) or `worker` (celery) processes; all stopped at teardown."""
+    started: list[Web | Worker] = []
+
+    def start(kind: str, name: str | None = None, wait: bool = True, **env: str) -> Web | Worker:
+        full_env = base_env(redis_url, **env)
+        proc: Web | Worker
+        if kind == "web":
+            proc = Web(full_env, log_dir, name or f"web{len(started)}")
+        else:
+            proc = Worker(full_env, log_dir, name or f"worker{len(started)}")
+        started.append(proc)
+        if wait:
+            proc.wait_ready()
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def web(spawn: Callable[..., Web | Worker]) -> Web:
+    proc = spawn("web")
+    assert isinstance(proc, Web)
+    return proc
+
+
+@pytest.fixture
+def worker(spawn: Callable[..., Web | Worker]) -> Worker:
+    proc = spawn("worker")
+    assert isinstance(proc, Worker)
+    return proc

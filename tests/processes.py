@@ -1,0 +1,200 @@
+"""Real processes for tests: a private redis-server, uvicorn serving the app, Celery workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SECRET = "test-secret-" + "x" * 40
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll `check` until it is true; fail naming `what` when the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    from realtime.embedded import redis_server_binary
+
+    return redis_server_binary()
+
+
+class RedisServer:
+    """A private redis-server on a free port; tests may stop and restart it."""
+
+    def __init__(self, appendonly: bool = False) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="taskcast-redis-")
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            redis_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", self.dir,
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--logfile", os.path.join(self.dir, "redis.log"),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            wait_for(lambda: bool(client.ping()), 10, f"redis-server on port {self.port}")
+        finally:
+            client.close()
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self.proc.wait(10)
+        self.proc = None
+
+    def restart(self, down_for: float = 0.0, flush: bool = False) -> None:
+        """Stop the server (its clients see the connection drop), optionally lose data, start."""
+        self.stop(kill=True)
+        if flush:
+            for name in os.listdir(self.dir):
+                if name != "redis.log":
+                    path = os.path.join(self.dir, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        if down_for:
+            time.sleep(down_for)  # the outage itself is what the test injects, not a sync wait
+        self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def close(self) -> None:
+        self.stop(kill=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def base_env(redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKCAST_")}
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "TASKCAST_JWT_SECRET": SECRET,
+            "TASKCAST_STEP_DELAY": "0.02",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("BROADCAST_URL", None)
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A child process whose output goes to a log file that failures can print."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+class Web(Process):
+    """uvicorn serving the app, as the Procfile's `web` process does."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "web") -> None:
+        self.port = free_port()
+        args = [
+            str(BIN / "uvicorn"), "--factory", "api.main:create_app",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--ws-max-size", "65536", "--timeout-graceful-shutdown", "3",
+        ]  # fmt: skip
+        super().__init__(name, args, env, log_dir)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited:\n{self.log()[-3000:]}")
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+
+        wait_for(ready, timeout, f"{self.name} /readyz")
+
+
+class Worker(Process):
+    """A real Celery worker process (prefork, like production)."""
+
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, name: str = "worker", concurrency: int = 1
+    ) -> None:
+        args = [
+            str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel", "INFO",
+            "--concurrency", str(concurrency), "--hostname", f"{name}-{free_port()}@%h",
+            "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+        super().__init__(name, args, env, log_dir)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited:\n{self.log()[-3000:]}")
+            return " ready." in self.log()
+
+        wait_for(ready, timeout, f"{self.name} to be ready")
