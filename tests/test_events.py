@@ -1,0 +1,159 @@
+"""Event models: the 17 types, their typed `data`, the envelope and its one JSON encoding."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from realtime.events import (
+    DATA_MODELS,
+    EVENT_TYPES,
+    TERMINAL_TYPES,
+    encode_event,
+    json_schema,
+    make_event,
+    progress_data,
+    validate_data,
+)
+
+# One valid `data` per type, and one bad `data` naming the field the error must mention.
+VALID: dict[str, dict[str, Any]] = {
+    "task.queued": {"name": "orders.process"},
+    "task.started": {"name": "orders.process", "attempt": 1},
+    "task.progress": {"current": 3, "total": 10, "percent": 30.0, "message": "Reserving stock"},
+    "task.succeeded": {"result": {"order_id": "o1", "total": 12.5}},
+    "task.failed": {"error": {"type": "ValueError", "message": "out of stock"}},
+    "task.retrying": {"attempt": 2, "error": {"type": "IOError", "message": "x"}, "countdown": 1},
+    "task.cancelled": {"reason": "user asked"},
+    "order.created": {"order_id": "o1", "customer_id": "c1", "items": [{"sku": "A1", "qty": 2}]},
+    "order.updated": {"order_id": "o1", "changes": {"note": "gift"}},
+    "order.status_changed": {"order_id": "o1", "status": "paid", "previous": "new"},
+    "order.cancelled": {"order_id": "o1", "reason": "fraud"},
+    "client.created": {"client_id": "c1", "name": "Ada", "email": "ada@example.com"},
+    "client.updated": {"client_id": "c1", "changes": {"name": "Ada L."}},
+    "inventory.updated": {"batch": 1, "items": [{"sku": "A1", "qty": 5, "location": "W1"}]},
+    "inventory.low_stock": {"sku": "A1", "qty": 2, "threshold": 5},
+    "notification": {"title": "Export ready", "message": "3 files", "level": "success"},
+    "system.message": {"message": "maintenance at 22:00", "level": "warning"},
+}
+
+BAD: dict[str, tuple[dict[str, Any], str]] = {
+    "task.queued": ({"name": 5}, "name"),
+    "task.started": ({"attempt": "first"}, "attempt"),
+    "task.progress": ({"current": -1, "total": 10, "percent": 0}, "current"),
+    "task.succeeded": ({"result": 1, "traceback": "..."}, "traceback"),
+    "task.failed": ({"error": {"type": "ValueError"}}, "error.message"),
+    "task.retrying": ({"attempt": 0}, "attempt"),
+    "task.cancelled": ({"reason": ["no"]}, "reason"),
+    "order.created": ({"order_id": "o1", "customer_id": "c1", "items": [{"sku": "A1"}]}, "qty"),
+    "order.updated": ({"order_id": "o1"}, "changes"),
+    "order.status_changed": ({"order_id": "o1"}, "status"),
+    "order.cancelled": ({"reason": "x"}, "order_id"),
+    "client.created": ({"name": "Ada"}, "client_id"),
+    "client.updated": ({"client_id": "c1", "changes": "all"}, "changes"),
+    "inventory.updated": ({"batch": 0, "items": []}, "batch"),
+    "inventory.low_stock": ({"sku": "A1", "qty": "two"}, "qty"),
+    "notification": ({"message": "no title"}, "title"),
+    "system.message": ({"message": "hi", "level": "shout"}, "level"),
+}
+
+
+def test_the_contract_names_seventeen_types() -> None:
+    """Exactly the contract's 17 types exist, three of them terminal."""
+    assert len(EVENT_TYPES) == 17
+    assert set(EVENT_TYPES) == set(VALID) == set(DATA_MODELS)
+    assert set(TERMINAL_TYPES) == {"task.succeeded", "task.failed", "task.cancelled"}
+
+
+@pytest.mark.parametrize("type_", EVENT_TYPES)
+def test_valid_data_is_accepted(type_: str) -> None:
+    """Each type accepts its documented data and keeps every given field."""
+    clean = validate_data(type_, VALID[type_])
+    for key, value in VALID[type_].items():
+        assert clean[key] == value
+
+
+@pytest.mark.parametrize("type_", EVENT_TYPES)
+def test_bad_data_raises_value_error_naming_the_field(type_: str) -> None:
+    """Bad data of any type raises ValueError whose message names the offending field."""
+    data, field = BAD[type_]
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")) as info:
+        validate_data(type_, data)
+    assert type_ in str(info.value)
+
+
+def test_unknown_type_and_non_dict_data_are_refused() -> None:
+    """An unknown type or data that is not an object is a ValueError that says so."""
+    with pytest.raises(ValueError, match=r"unknown event type 'task\.exploded'"):
+        validate_data("task.exploded", {})
+    with pytest.raises(ValueError, match="must be a dict"):
+        validate_data("notification", ["title"])
+
+
+@pytest.mark.parametrize("type_", ["notification", "system.message"])
+def test_open_types_keep_extra_fields(type_: str) -> None:
+    """notification and system.message keep extra JSON fields they are given."""
+    data = {**VALID[type_], "url": "/exports/1", "meta": {"files": [1, 2]}}
+    clean = validate_data(type_, data)
+    assert clean["url"] == "/exports/1"
+    assert clean["meta"] == {"files": [1, 2]}
+
+
+def test_closed_types_refuse_extra_fields() -> None:
+    """Every other type refuses unknown fields, so typos do not pass silently."""
+    with pytest.raises(ValueError, match="colour"):
+        validate_data("order.cancelled", {"order_id": "o1", "colour": "red"})
+
+
+def test_json_schema_exports_every_type() -> None:
+    """json_schema() holds the envelope and a schema for each of the 17 types' data."""
+    schema = json_schema()
+    assert set(schema["data"]) == set(EVENT_TYPES)
+    assert set(schema["envelope"]["properties"]) >= {"id", "type", "ts", "source", "data"}
+    assert "current" in schema["data"]["task.progress"]["properties"]
+    assert schema["data"]["notification"].get("additionalProperties") is not False
+    orjson.dumps(schema)  # serialisable as is
+
+
+def test_envelope_has_the_contract_fields() -> None:
+    """make_event builds the contract's envelope with a uuid id and a UTC ISO timestamp."""
+    event = make_event("task.progress", VALID["task.progress"], task_id="t1", user_id="alice")
+    assert set(event) == {"id", "type", "ts", "task_id", "user_id", "source", "data"}
+    assert len(event["id"]) == 32
+    assert int(event["id"], 16) >= 0
+    offset = datetime.fromisoformat(event["ts"]).utcoffset()
+    assert offset is not None
+    assert offset.total_seconds() == 0
+    assert "." in event["ts"]  # microseconds
+    assert event["source"].endswith(f"/{os.getpid()}")
+
+
+def test_encoding_is_one_compact_json_document() -> None:
+    """An event encodes to one compact UTF-8 JSON object that decodes back to itself."""
+    event = make_event("notification", {"title": "Grüße", "message": "a\nb"}, user_id="bob")
+    raw = encode_event(event)
+    assert isinstance(raw, bytes)
+    assert b"\n" not in raw
+    assert b": " not in raw
+    assert b", " not in raw
+    assert "Grüße".encode() in raw  # UTF-8, not \u escapes
+    assert orjson.loads(raw) == event
+
+
+def test_progress_data_derives_percent_and_checks_inputs() -> None:
+    """progress_data computes percent (capped at 100) and refuses negative or non-int counts."""
+    assert progress_data(3, 10, "x") == {
+        "current": 3,
+        "total": 10,
+        "percent": 30.0,
+        "message": "x",
+    }
+    assert progress_data(12, 10, None)["percent"] == 100.0
+    assert progress_data(0, 0, None)["percent"] == 100.0
+    for current, total in [(-1, 10), (1, -10), (True, 10), (1.5, 10)]:
+        with pytest.raises(ValueError, match="progress"):
+            progress_data(current, total, None)  # type: ignore[arg-type]
