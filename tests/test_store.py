@@ -1,0 +1,298 @@
+"""The Redis store: gap-free seqs, capped expiring history, epochs, task state, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from realtime.events import encode_event, make_event
+from realtime.store import Message, Store, Stored
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, socket_timeout=5.0)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(redis: Redis) -> Store:
+    return Store(redis, history_size=50, history_ttl=600)
+
+
+def event(type_: str = "system.message", data: dict[str, Any] | None = None, **kw: Any) -> dict:
+    return make_event(type_, data if data is not None else {"message": "hi"}, **kw)
+
+
+async def append(store: Store, ev: dict[str, Any], topic: str | None = None) -> Stored:
+    return await store.append(ev, encode_event(ev), topic)
+
+
+def seqs(stored: Stored, channel: str) -> list[int]:
+    return [Message.parse(m).seq for c, m in stored.messages if c == channel]
+
+
+async def test_seqs_are_gap_free_under_concurrent_asyncio_appends(store: Store) -> None:
+    """40 asyncio tasks appending 5 events each at once get seq 1..200, each exactly once."""
+
+    async def appender() -> list[int]:
+        got: list[int] = []
+        for _ in range(5):
+            got += seqs(await append(store, event(), "system"), "topic:system")
+        return got
+
+    results = await asyncio.gather(*(appender() for _ in range(40)))
+    assert sorted(s for r in results for s in r) == list(range(1, 201))
+    assert (await store.read("topic:system")).seq == 200
+
+
+async def test_seqs_are_gap_free_across_threads_and_clients(redis_url: str) -> None:
+    """Four threads, each with its own client and loop, appending at once share one gap-free seq."""
+    per_thread, threads = 60, 4
+    found: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    async def run() -> None:
+        client = Redis.from_url(redis_url, socket_timeout=5.0)
+        own = Store(client, history_size=1000)
+        start.wait(10)
+        try:
+            for _ in range(per_thread // 10):
+                batch = [(e, encode_event(e), "orders") for e in _orders(10)]
+                for stored in await own.append_many(batch):
+                    with lock:
+                        found.extend(seqs(stored, "topic:orders"))
+        finally:
+            await client.aclose()
+
+    def target() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=target) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    await anyio.to_thread.run_sync(lambda: [w.join(30) for w in workers])
+    assert not errors
+    assert sorted(found) == list(range(1, per_thread * threads + 1))
+
+
+def _orders(n: int) -> list[dict[str, Any]]:
+    return [event("order.cancelled", {"order_id": f"o{i}"}) for i in range(n)]
+
+
+async def test_history_is_capped_at_history_size(redis: Redis) -> None:
+    """Only the last TASKCAST_HISTORY_SIZE events are kept; reading from before them is lost."""
+    store = Store(redis, history_size=5, history_ttl=600)
+    for _ in range(12):
+        await append(store, event(), "system")
+    assert await redis.llen("tc:h:topic:system") == 5
+    kept = await store.read("topic:system", since=7)
+    assert kept.recoverable
+    assert [m.seq for m in kept.entries] == [8, 9, 10, 11, 12]
+    lost = await store.read("topic:system", since=6)
+    assert not lost.recoverable
+    assert lost.seq == 12
+
+
+async def test_history_and_position_expire_with_ttl(redis: Redis) -> None:
+    """TASKCAST_HISTORY_TTL seconds after its last event a channel's data is gone, its epoch new."""
+    store = Store(redis, history_size=50, history_ttl=1)
+    await append(store, event(), "system")
+    first = await store.read("topic:system")
+    assert first.seq == 1
+    assert 0 < await redis.ttl("tc:h:topic:system") <= 1
+    with anyio.fail_after(10):
+        while await redis.exists("tc:h:topic:system", "tc:c:topic:system"):  # noqa: ASYNC110 - polling Redis: there is no event to wait on
+            await anyio.sleep(0.1)
+    after = await store.read("topic:system")
+    assert after.seq == 0
+    assert after.epoch != first.epoch
+    stored = await append(store, event(), "system")
+    assert seqs(stored, "topic:system") == [1]
+
+
+async def test_epoch_is_stable_while_data_lives_and_new_after_loss(
+    store: Store, redis: Redis
+) -> None:
+    """A channel keeps its epoch across appends and reads, and gets a new one after data loss."""
+    empty = await store.read("topic:system")
+    assert empty.seq == 0
+    first = await append(store, event(), "system")
+    epochs = {Message.parse(m).epoch for _, m in first.messages}
+    for _ in range(3):
+        stored = await append(store, event(), "system")
+        epochs |= {Message.parse(m).epoch for _, m in stored.messages}
+    epochs.add((await store.read("topic:system")).epoch)
+    assert epochs == {empty.epoch}
+    await redis.flushall()
+    reborn = await append(store, event(), "system")
+    (message,) = [Message.parse(m) for _, m in reborn.messages]
+    assert message.seq == 1
+    assert message.epoch != empty.epoch
+    assert (await store.read("topic:system")).epoch == message.epoch
+
+
+async def test_task_state_follows_the_last_event(store: Store) -> None:
+    """The task hash reflects status, progress, result, seq and updated_at of the last event."""
+    await store.create_task("t1", owner="alice", name="orders.process")
+    owner, state = await store.task("t1")
+    assert owner == "alice"
+    assert state is not None
+    assert state["status"] == "queued"
+    assert state["seq"] == 0
+    steps: list[tuple[str, dict[str, Any], str]] = [
+        ("task.queued", {"name": "orders.process"}, "queued"),
+        ("task.started", {"attempt": 1}, "running"),
+        ("task.progress", {"current": 1, "total": 4, "percent": 25.0, "message": "a"}, "running"),
+        ("task.retrying", {"attempt": 2}, "retrying"),
+        ("task.progress", {"current": 3, "total": 4, "percent": 75.0, "message": "c"}, "running"),
+        ("task.succeeded", {"result": {"ok": True}}, "succeeded"),
+    ]
+    for n, (type_, data, status) in enumerate(steps, start=1):
+        ev = event(type_, data, task_id="t1")
+        stored = await append(store, ev)
+        assert seqs(stored, "task:t1") == [n]
+        # The owner's user channel gets the task's events too.
+        assert len(seqs(stored, "user:alice")) == 1
+        _, state = await store.task("t1")
+        assert state is not None
+        assert state["status"] == status
+        assert state["seq"] == n
+        assert state["updated_at"] == ev["ts"]
+    assert state["progress"] == steps[4][1]
+    assert state["result"] == {"ok": True}
+    assert state["error"] is None
+    snap = await store.read("task:t1")
+    assert snap.state == state
+
+
+async def test_failed_task_keeps_its_error(store: Store) -> None:
+    """A failed task's state holds the error's type and message."""
+    await append(store, event("task.started", {}, task_id="t2", user_id="bob"))
+    await append(
+        store, event("task.failed", {"error": {"type": "E", "message": "m"}}, task_id="t2")
+    )
+    owner, state = await store.task("t2")
+    assert owner == "bob"
+    assert state is not None
+    assert state["status"] == "failed"
+    assert state["error"] == {"type": "E", "message": "m"}
+
+
+async def test_late_queued_does_not_rewind_status(store: Store) -> None:
+    """A task.queued arriving after task.started does not set the status back to queued."""
+    await append(store, event("task.started", {}, task_id="t3", user_id="bob"))
+    await append(store, event("task.queued", {}, task_id="t3"))
+    _, state = await store.task("t3")
+    assert state is not None
+    assert state["status"] == "running"
+
+
+async def test_retried_append_is_a_dup_with_the_same_messages(store: Store) -> None:
+    """Appending the same event id again returns 'dup' with the first messages and takes no seq."""
+    ev = event("task.progress", {"current": 1, "total": 2, "percent": 50.0}, task_id="t1")
+    ev = {**ev, "user_id": "alice"}
+    first = await append(store, ev)
+    again = await append(store, ev)
+    assert first.status == "ok"
+    assert again.status == "dup"
+    assert again.messages == first.messages
+    nxt = await append(
+        store, event("task.progress", {"current": 2, "total": 2, "percent": 100}, task_id="t1")
+    )
+    assert seqs(nxt, "task:t1") == [2]
+    assert (await store.read("task:t1")).seq == 2
+
+
+async def test_nothing_follows_a_terminal_event(store: Store) -> None:
+    """After a terminal event, further task events are refused ('closed'): one terminal event."""
+    await append(store, event("task.started", {}, task_id="t1", user_id="alice"))
+    done = await append(store, event("task.cancelled", {"reason": "user"}, task_id="t1"))
+    assert done.status == "ok"
+    for type_, data in [
+        ("task.succeeded", {"result": 1}),
+        ("task.failed", {"error": {"type": "E", "message": "m"}}),
+        ("task.progress", {"current": 1, "total": 1, "percent": 100}),
+    ]:
+        refused = await append(store, event(type_, data, task_id="t1"))
+        assert refused.status == "closed"
+        assert refused.messages == []
+    snap = await store.read("task:t1", since=0)
+    assert [m.seq for m in snap.entries] == [1, 2]
+    _, state = await store.task("t1")
+    assert state is not None
+    assert state["status"] == "cancelled"
+
+
+async def test_concurrent_terminal_events_leave_exactly_one(store: Store) -> None:
+    """Racing succeeded/failed/cancelled for one task: exactly one is stored."""
+    await append(store, event("task.started", {}, task_id="t9", user_id="alice"))
+    racers = [
+        event("task.succeeded", {"result": i}, task_id="t9")
+        if i % 3 == 0
+        else event("task.failed", {"error": {"type": "E", "message": str(i)}}, task_id="t9")
+        if i % 3 == 1
+        else event("task.cancelled", {}, task_id="t9")
+        for i in range(30)
+    ]
+    results = await asyncio.gather(*(append(store, e) for e in racers))
+    assert [r.status for r in results].count("ok") == 1
+    snap = await store.read("task:t9", since=0)
+    assert [m.seq for m in snap.entries] == [1, 2]
+
+
+async def test_read_since_returns_exactly_the_missing_events(store: Store) -> None:
+    """read(since=N) returns N+1..S in order; since=S returns nothing and is recoverable."""
+    for _ in range(10):
+        await append(store, event(), "system")
+    for since in (0, 3, 9):
+        snap = await store.read("topic:system", since=since)
+        assert snap.recoverable
+        assert [m.seq for m in snap.entries] == list(range(since + 1, 11))
+        assert all('"channel":"topic:system"' in m.frame for m in snap.entries)
+    at_end = await store.read("topic:system", since=10)
+    assert at_end.recoverable
+    assert at_end.entries == []
+
+
+async def test_since_beyond_seq_is_not_recoverable(store: Store) -> None:
+    """A since beyond the channel's seq (another stream's position) is not recoverable."""
+    for _ in range(3):
+        await append(store, event(), "system")
+    snap = await store.read("topic:system", since=7)
+    assert not snap.recoverable
+    assert snap.entries == []
+    assert snap.seq == 3
+
+
+async def test_stored_frame_is_the_contract_event_frame(store: Store) -> None:
+    """A stored message's frame is the contract's event frame, with the seq it was given."""
+    import orjson
+
+    ev = event("notification", {"title": "t", "extra": 1}, user_id="bob")
+    stored = await append(store, ev)
+    ((channel, raw),) = stored.messages
+    assert channel == "user:bob"
+    message = Message.parse(raw)
+    assert orjson.loads(message.frame) == {
+        "type": "event",
+        "channel": "user:bob",
+        "seq": 1,
+        "event": ev,
+    }
+    assert abs(message.emitted_ms / 1000 - time.time()) < 60
