@@ -12,11 +12,11 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio import Redis
 from starlette.routing import WebSocketRoute
 
 from realtime import Hub, Publisher, Settings, Store, get_settings, metrics
 from realtime.backend import make_broadcast
+from realtime.connections import redis_client
 from realtime.protocol import WS_1012_SERVICE_RESTART
 from workers.signatures import sender
 
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conf = settings or get_settings()
-        redis = Redis.from_url(conf.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        redis = redis_client(conf.redis_url)
         store = Store(redis, history_size=conf.history_size, history_ttl=conf.history_ttl)
         broadcast = make_broadcast(conf.broadcast)
         node_id = conf.node_id or f"{socket.gethostname()}-{os.getpid()}"

@@ -16,10 +16,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from broadcaster import Broadcast, BroadcastBackend, Event
-from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import metrics
+from .connections import redis_client
 
 logger = logging.getLogger("taskcast.backend")
 
@@ -48,13 +50,15 @@ class RedisBackend(BroadcastBackend):
         self._supervisor: asyncio.Task[None] | None = None
         self._pending: list[tuple[str, Any, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._pub: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=5.0, socket_connect_timeout=2.0, max_connections=8
-        )
+        self._pub = redis_client(url, max_connections=8)
 
     async def connect(self) -> None:
+        """Nothing to do yet: a publish-only user (a worker) never opens a pub/sub connection."""
         self._closing = False
-        self._supervisor = asyncio.create_task(self._supervise(), name="taskcast-pubsub")
+
+    def _ensure_listening(self) -> None:
+        if self._supervisor is None and not self._closing:
+            self._supervisor = asyncio.create_task(self._supervise(), name="taskcast-pubsub")
 
     async def disconnect(self) -> None:
         self._closing = True
@@ -70,6 +74,7 @@ class RedisBackend(BroadcastBackend):
     async def subscribe(self, channel: str) -> None:
         """Subscribe; return once Redis confirmed it (or the link is down: resync covers it)."""
         self._channels.add(channel)
+        self._ensure_listening()
         if channel == CONTROL_CHANNEL or not self.connected.is_set():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -137,11 +142,9 @@ class RedisBackend(BroadcastBackend):
         delay = BACKOFF_FIRST
         first = True
         while not self._closing:
-            client = aioredis.Redis.from_url(
-                self._url,
-                decode_responses=True,
-                socket_timeout=None,
-                socket_connect_timeout=2.0,
+            # No retries inside redis-py: a lost link must surface here, to resync.
+            client = redis_client(
+                self._url, decode_responses=True, socket_timeout=None, retry=Retry(NoBackoff(), 0)
             )
             pubsub = client.pubsub()
             try:

@@ -19,10 +19,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from . import metrics
 from .backend import make_broadcast
+from .connections import redis_client
 from .events import make_event, now_iso, progress_data, source, validate_data
 from .publisher import Publisher, check_targets, topic_for
 from .store import Store
@@ -180,7 +179,7 @@ class Emitter:
 
     async def _main(self) -> None:
         self._wakeup = asyncio.Event()
-        redis = Redis.from_url(self._redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        redis = redis_client(self._redis_url)
         store = Store(redis, history_size=self._history_size, history_ttl=self._history_ttl)
         broadcast = make_broadcast(self._broadcast_url)
         await broadcast.connect()

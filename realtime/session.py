@@ -32,9 +32,10 @@ class Subscription:
 class Session:
     """Outbound side of one connection; the hub pushes pre-encoded frames, a writer task sends.
 
-    The queue is bounded in frames and bytes. A queued `task.progress` frame of a task is replaced
-    by a newer one (the client sees seq skip over progress only); any other frame that does not
-    fit closes the connection with 4008, so nothing is ever dropped silently.
+    The queue is bounded in frames and bytes. Once it holds more than an eighth of its bound, a
+    queued `task.progress` frame of a task is replaced by a newer one (the client sees seq skip
+    over progress only); any frame that does not fit closes the connection with 4008, so nothing
+    is ever dropped silently.
     """
 
     __slots__ = (
@@ -44,6 +45,7 @@ class Session:
         "_coalesce",
         "_queue",
         "_send",
+        "_pressure",
         "_wake",
         "_writer",
         "closed",
@@ -60,14 +62,16 @@ class Session:
         close: Close,
         principal: Principal,
         *,
-        max_frames: int = 1000,
-        max_bytes: int = 4 * 1024 * 1024,
+        max_frames: int = 4096,
+        max_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.id = f"{uuid.uuid4().hex[:8]}-{next(_ids)}"
         self.principal = principal
         self.subs: dict[str, Subscription] = {}
         self.max_frames = max_frames
         self.max_bytes = max_bytes
+        # Coalescing starts only under pressure: an idle client sees every progress event.
+        self._pressure = max(16, max_frames // 8)
         self.closed = False
         self._send = send
         self._close = close
@@ -93,7 +97,7 @@ class Session:
         """Queue a frame; never blocks. Called by the hub for every recipient of an event."""
         if self.closed:
             return
-        if coalesce_key:
+        if coalesce_key and len(self._queue) >= self._pressure:
             old = self._coalesce.get(coalesce_key)
             if old is not None and old[0] is not None:
                 self._bytes -= len(old[0])

@@ -29,9 +29,9 @@ class Settings(BaseSettings):
     # Per-connection limits (contract defaults).
     max_frame_bytes: int = Field(default=64 * 1024, alias="TASKCAST_MAX_FRAME_BYTES")
     max_subscriptions: int = Field(default=100, alias="TASKCAST_MAX_SUBSCRIPTIONS")
-    outbound_max_frames: int = Field(default=1000, ge=1, alias="TASKCAST_OUTBOUND_MAX_FRAMES")
+    outbound_max_frames: int = Field(default=4096, ge=1, alias="TASKCAST_OUTBOUND_MAX_FRAMES")
     outbound_max_bytes: int = Field(
-        default=4 * 1024 * 1024, ge=1024, alias="TASKCAST_OUTBOUND_MAX_BYTES"
+        default=8 * 1024 * 1024, ge=1024, alias="TASKCAST_OUTBOUND_MAX_BYTES"
     )
     rate_limit_per_second: float = Field(default=50.0, gt=0, alias="TASKCAST_RATE_LIMIT")
     rate_limit_burst: int = Field(default=100, ge=1, alias="TASKCAST_RATE_BURST")
@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, alias="TASKCAST_MAX_BODY_BYTES")
     # Worker-side emit buffer (events waiting for Redis).
     emit_buffer: int = Field(default=10_000, ge=10, alias="TASKCAST_EMIT_BUFFER")
+    # Seconds between keepalive comments on an idle `/sse` stream (proxies drop silent ones).
+    sse_keepalive: float = Field(default=15.0, gt=0, alias="TASKCAST_SSE_KEEPALIVE")
 
     @field_validator("redis_url", "broadcast_url")
     @classmethod

@@ -17,7 +17,8 @@ DEDUPE_TTL = 3600  # seconds a stored event id is remembered, so retries never d
 
 # Store one event on every channel it targets, atomically.
 # Returns {"ok", channel1, message1, ...}, or {"dup", ...} with the first attempt's messages,
-# or {"closed"} when the task already ended (one terminal event, nothing after it).
+# or {"closed"} when the event's task already ended: one terminal event, nothing after it,
+# so a redelivered or cancelled task cannot add to a finished channel.
 _STORE = """
 local eid, ev, etype, task_id, user_id, topic = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local new_epoch, hsize, ttl, now_ms = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -35,7 +36,7 @@ local is_task_type = string.sub(etype, 1, 5) == 'task.'
 if task_id ~= '' then
   tkey = P .. 't:' .. task_id
   local st = redis.call('HGET', tkey, 'status')
-  if is_task_type and (st == 'succeeded' or st == 'failed' or st == 'cancelled') then
+  if st == 'succeeded' or st == 'failed' or st == 'cancelled' then
     return {'closed'}
   end
   if user_id == '' then
