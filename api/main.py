@@ -20,7 +20,7 @@ from realtime.connections import redis_client
 from realtime.protocol import WS_1012_SERVICE_RESTART
 from workers.signatures import sender
 
-from . import errors, inventory, ops, orders, tasks
+from . import auth, errors, inventory, ops, orders, sse, tasks
 from .deps import Node
 from .ws import WebSocketEndpoint
 
@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inventory.router)
     app.include_router(tasks.router)
     app.include_router(ops.router)
+    app.include_router(sse.router)
+    app.include_router(auth.router)  # answers 404 unless embedded
     app.router.routes.append(WebSocketRoute("/ws", WebSocketEndpoint()))
 
     @app.get("/", include_in_schema=False)
