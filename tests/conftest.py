@@ -79,11 +79,13 @@ def spawn(redis_url: str, log_dir: Path) -> Iterator[Callable[..., Web | Worker]
     """Start real `web` (uvicorn) or `worker` (celery) processes; all stopped at teardown."""
     started: list[Web | Worker] = []
 
-    def start(kind: str, name: str | None = None, wait: bool = True, **env: str) -> Web | Worker:
+    def start(
+        kind: str, name: str | None = None, wait: bool = True, port: int | None = None, **env: str
+    ) -> Web | Worker:
         full_env = base_env(redis_url, **env)
         proc: Web | Worker
         if kind == "web":
-            proc = Web(full_env, log_dir, name or f"web{len(started)}")
+            proc = Web(full_env, log_dir, name or f"web{len(started)}", port)
         else:
             proc = Worker(full_env, log_dir, name or f"worker{len(started)}")
         started.append(proc)

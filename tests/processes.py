@@ -158,8 +158,10 @@ class Process:
 class Web(Process):
     """uvicorn serving the app, as the Procfile's `web` process does."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "web") -> None:
-        self.port = free_port()
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, name: str = "web", port: int | None = None
+    ) -> None:
+        self.port = port or free_port()  # a restart test reuses the port clients know
         args = [
             str(BIN / "uvicorn"), "--factory", "api.main:create_app",
             "--host", "127.0.0.1", "--port", str(self.port),
