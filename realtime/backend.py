@@ -47,6 +47,7 @@ class RedisBackend(BroadcastBackend):
         self._gap = False
         self._closing = False
         self.connected = asyncio.Event()
+        self._attempted = asyncio.Event()  # the listener's first connection attempt is over
         self._supervisor: asyncio.Task[None] | None = None
         self._pending: list[tuple[str, Any, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -75,6 +76,10 @@ class RedisBackend(BroadcastBackend):
         """Subscribe; return once Redis confirmed it (or the link is down: resync covers it)."""
         self._channels.add(channel)
         self._ensure_listening()
+        if channel != CONTROL_CHANNEL and not self._attempted.is_set():
+            # The lazy listener is only starting: wait for it, so this subscribe is confirmed too.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._attempted.wait(), SUBSCRIBE_TIMEOUT)
         if channel == CONTROL_CHANNEL or not self.connected.is_set():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -151,6 +156,7 @@ class RedisBackend(BroadcastBackend):
                 await pubsub.subscribe(HEARTBEAT_CHANNEL, *(self._redis_channels()))
                 self._pubsub = pubsub
                 self.connected.set()
+                self._attempted.set()
                 if not first:
                     metrics.COUNTS.redis_reconnects += 1
                     logger.info(
@@ -165,6 +171,7 @@ class RedisBackend(BroadcastBackend):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure means: reconnect
+                self._attempted.set()
                 if self.connected.is_set():
                     logger.warning("pub/sub connection lost: %s", type(exc).__name__)
             finally:

@@ -1,0 +1,141 @@
+"""Our broadcaster backend on real Redis: it delivers, in order, from confirmed subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis
+from broadcaster import Broadcast, Event
+from redis.asyncio import Redis
+
+from realtime import metrics
+from realtime.backend import CONTROL_CHANNEL, RESYNC, RedisBackend, make_broadcast
+
+from .processes import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def broadcast(redis_url: str) -> AsyncIterator[Broadcast]:
+    async with Broadcast(backend=RedisBackend(redis_url)) as b:
+        yield b
+
+
+async def next_event(subscriber: object, timeout: float = 5.0) -> Event:
+    with anyio.fail_after(timeout):
+        return await subscriber.get()  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_delivers_on_python_311_with_redis_py_8(broadcast: Broadcast) -> None:
+    """On Python 3.11 with redis-py 8, where the stock backend delivers nothing, ours delivers."""
+    print(f"python {sys.version.split()[0]}, redis-py {redis.__version__}")
+    assert sys.version_info[:2] == (3, 11), sys.version
+    assert int(redis.__version__.split(".")[0]) >= 8, redis.__version__
+    async with broadcast.subscribe("user:alice") as subscriber:
+        for i in range(5):
+            await broadcast.publish("user:alice", f"hello {i}")
+        got = [(await next_event(subscriber)) for _ in range(5)]
+    assert [(e.channel, e.message) for e in got] == [("user:alice", f"hello {i}") for i in range(5)]
+
+
+async def test_publish_immediately_after_subscribe_is_received(redis_url: str) -> None:
+    """subscribe returns only once Redis confirmed it: a publish right after it is never lost."""
+    other = Redis.from_url(redis_url)
+    try:
+        for i in range(20):
+            async with (
+                Broadcast(backend=RedisBackend(redis_url)) as b,
+                b.subscribe(f"task:t{i}") as subscriber,
+            ):
+                # Published by another client, with no pause after subscribe returned.
+                assert await other.publish(f"task:t{i}", "first") == 1
+                event = await next_event(subscriber)
+                assert event.message == "first"
+    finally:
+        await other.aclose()
+
+
+async def test_concurrent_publishes_arrive_in_call_order(broadcast: Broadcast) -> None:
+    """1000 concurrent publishes (pipelined together) arrive complete and in call order."""
+    async with broadcast.subscribe("topic:orders") as subscriber:
+        await asyncio.gather(*(broadcast.publish("topic:orders", str(i)) for i in range(1000)))
+        got = [int((await next_event(subscriber)).message) for _ in range(1000)]
+    assert got == list(range(1000))
+
+
+async def test_channels_are_separate_and_unsubscribe_stops_delivery(
+    broadcast: Broadcast,
+) -> None:
+    """A subscriber gets only its channel; after unsubscribing, Redis has no subscriber left."""
+    async with broadcast.subscribe("user:a") as sub_a, broadcast.subscribe("user:b") as sub_b:
+        await broadcast.publish("user:b", "for b")
+        await broadcast.publish("user:a", "for a")
+        assert (await next_event(sub_a)).message == "for a"
+        assert (await next_event(sub_b)).message == "for b"
+    other = Redis.from_url(broadcast._backend._url)
+    try:
+        with anyio.fail_after(5):
+            while (await other.pubsub_numsub("user:a"))[0][1]:  # noqa: ASYNC110 - polling Redis
+                await anyio.sleep(0.02)
+    finally:
+        await other.aclose()
+
+
+async def test_full_buffer_drops_then_asks_for_resync(redis_url: str) -> None:
+    """When nobody reads, the buffer stays bounded and a resync notice follows what was kept."""
+    backend = RedisBackend(redis_url, queue_bound=10)
+    await backend.connect()
+    other = Redis.from_url(redis_url)
+    try:
+        await backend.subscribe("topic:system")
+        with anyio.fail_after(5):
+            assert (await backend.next_published()).message == RESYNC  # the first connect
+        before = metrics.COUNTS.buffer_overflows
+        async with other.pipeline(transaction=False) as pipe:
+            for i in range(50):
+                pipe.publish("topic:system", str(i))
+            await pipe.execute()
+        with anyio.fail_after(5):
+            while metrics.COUNTS.buffer_overflows == before:  # noqa: ASYNC110 - a plain counter
+                await anyio.sleep(0.01)
+        kept: list[str] = []
+        with anyio.fail_after(5):
+            while True:
+                event = await backend.next_published()
+                if event.channel == CONTROL_CHANNEL:
+                    break
+                kept.append(event.message)
+        assert 0 < len(kept) <= 10
+        assert kept == [str(i) for i in range(len(kept))]
+    finally:
+        await other.aclose()
+        await backend.disconnect()
+
+
+@pytest.mark.timeout(60)
+async def test_reconnects_resubscribes_and_asks_for_resync(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """After Redis restarts, the backend reconnects, resubscribes and tells the hub to resync."""
+    async with (
+        make_broadcast(redis_url) as b,
+        b.subscribe(CONTROL_CHANNEL) as control,
+        b.subscribe("user:alice") as subscriber,
+    ):
+        await b.publish("user:alice", "before")
+        assert (await next_event(subscriber)).message == "before"
+        await anyio.to_thread.run_sync(redis_server.restart)
+        assert (await next_event(control, timeout=20)).message == RESYNC
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    await b.publish("user:alice", "after")
+                    break
+                except Exception:  # noqa: BLE001 - the publishing pool reconnects lazily
+                    await anyio.sleep(0.1)
+        assert (await next_event(subscriber)).message == "after"
