@@ -1,0 +1,350 @@
+"""The Python client of `/ws`: subscriptions that survive reconnects, each seq exactly once.
+
+    async with Client("http://127.0.0.1:8000", token) as client:
+        async with client.subscribe("task:…") as sub:
+            async for frame in sub:
+                ...  # {"type": "event", "channel", "seq", "event"}
+
+The client reconnects forever (capped exponential backoff with jitter) and resubscribes every
+channel with `since` and `epoch`, so nothing still in history is lost and duplicates are
+dropped by seq. When the server cannot resume (`recovered: false`) the subscription yields
+that `subscribed` frame, whose `state` the caller should reload from. A rejected token (close
+4401) raises `Unauthorized`; it is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, WebSocketException
+
+from .errors import TaskcastError, Unauthorized
+from .protocol import WS_4401_UNAUTHORIZED
+
+logger = logging.getLogger("taskcast.client")
+
+Frame = dict[str, Any]
+
+BACKOFF_FIRST, BACKOFF_CAP = 0.1, 10.0
+OPEN_TIMEOUT = 10.0
+QUEUE_SIZE = 10_000
+MAX_FRAME = 16 * 1024 * 1024
+
+
+def ws_url(url: str) -> str:
+    """`http(s)://host[:port]` becomes `ws(s)://host[:port]/ws`; a `ws(s)://` URL is kept."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"not an http(s) or ws(s) URL: {url!r}")
+    path = parts.path if parts.path not in ("", "/") else "/ws"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def _error_for(frame: Frame) -> TaskcastError:
+    """The `TaskcastError` subclass named by an error frame's code."""
+    code = frame.get("code")
+    message = str(frame.get("message") or code)
+    pending: list[type[TaskcastError]] = [TaskcastError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls(message)
+        pending.extend(cls.__subclasses__())
+    return TaskcastError(message)
+
+
+class Subscription:
+    """One channel's stream on a `Client`: an async iterator of frames, resumed after reconnects.
+
+    `seq` is the last seq delivered, `epoch` the channel's epoch, `state` the task state from
+    the latest `subscribed` frame (task channels only).
+    """
+
+    def __init__(
+        self, client: Client, channel: str, since: int | None, epoch: str | None, size: int
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.seq: int | None = since
+        self.epoch = epoch
+        self.state: Frame | None = None
+        self.duplicates = 0
+        self.ref = f"sub-{next(client._refs)}"
+        self._sent_on = 0  # the connection number this subscription was last sent on
+        self._queue: asyncio.Queue[Frame] = asyncio.Queue(size)
+        self._wake = asyncio.Event()
+        self._first: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def subscribe_frame(self) -> Frame:
+        frame: Frame = {"op": "subscribe", "channel": self.channel, "ref": self.ref}
+        if self.seq is not None:
+            frame["since"] = self.seq
+            if self.epoch is not None:
+                frame["epoch"] = self.epoch
+        return frame
+
+    async def ready(self, timeout: float | None = None) -> Frame:
+        """The first `subscribed` frame (carries `seq`, `epoch` and, for tasks, `state`)."""
+        await self.client._send_subscribe(self)
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(self._first)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Frame:
+        await self.client._send_subscribe(self)
+        while True:
+            if not self._queue.empty():
+                return self._queue.get_nowait()
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                raise StopAsyncIteration
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def close(self) -> None:
+        """Unsubscribe and end the iteration."""
+        if self._closed:
+            return
+        self._finish(None)
+        if self.client._subs.get(self.channel) is self:
+            del self.client._subs[self.channel]
+            await self.client._send({"op": "unsubscribe", "channel": self.channel})
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _on_subscribed(self, frame: Frame) -> None:
+        self.epoch = frame.get("epoch", self.epoch)
+        if "state" in frame:
+            self.state = frame["state"]
+        recovered = frame.get("recovered")
+        if recovered is not True:
+            # A fresh start or a lost stream: continue from the server's current seq.
+            self.seq = int(frame.get("seq", 0))
+        if not self._first.done():
+            self._first.set_result(frame)
+        if recovered is False:
+            await self._put(frame)
+
+    async def _on_event(self, frame: Frame) -> None:
+        seq = frame.get("seq")
+        if not isinstance(seq, int):
+            return
+        if self.seq is not None and seq <= self.seq:
+            self.duplicates += 1
+            return
+        self.seq = seq
+        await self._put(frame)
+
+    async def _put(self, frame: Frame) -> None:
+        # A full queue holds the reader back, and the server's own bound takes over.
+        await self._queue.put(frame)
+        self._wake.set()
+
+    def _finish(self, error: BaseException | None) -> None:
+        self._closed = True
+        if error is not None and self._error is None:
+            self._error = error
+            if not self._first.done():
+                self._first.set_exception(error)
+                self._first.exception()  # retrieved: ready() may never be awaited
+        elif not self._first.done():
+            self._first.set_exception(ConnectionError(f"subscription to {self.channel} closed"))
+            self._first.exception()
+        self._wake.set()
+
+
+class Client:
+    """One `/ws` connection, kept open for as long as the client is, carrying any subscriptions."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        backoff_first: float = BACKOFF_FIRST,
+        backoff_cap: float = BACKOFF_CAP,
+        open_timeout: float = OPEN_TIMEOUT,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        self.url = ws_url(url)
+        self._token = token
+        self.backoff_first = backoff_first
+        self.backoff_cap = backoff_cap
+        self.open_timeout = open_timeout
+        self.queue_size = queue_size
+        self.welcome: Frame | None = None
+        self.connections = 0  # successful connections so far; >1 means it reconnected
+        self._subs: dict[str, Subscription] = {}
+        self._refs = itertools.count(1)
+        self._conn: ClientConnection | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._changed: asyncio.Event | None = None  # set when connected or failed
+        self._error: BaseException | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"  # never the token
+
+    async def __aenter__(self) -> Client:
+        self._changed = asyncio.Event()
+        self._runner = asyncio.create_task(self._run(), name="taskcast-client")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def subscribe(
+        self, channel: str, *, since: int | None = None, epoch: str | None = None
+    ) -> Subscription:
+        """Follow `channel`; with `since`, start after that seq (replayed from history)."""
+        if self._runner is None:
+            raise RuntimeError("use `async with Client(...)` before subscribing")
+        if self._error is not None:
+            raise self._error
+        if channel in self._subs:
+            raise ValueError(f"already subscribed to {channel}")
+        sub = Subscription(self, channel, since, epoch, self.queue_size)
+        self._subs[channel] = sub
+        return sub
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the connection is open; raises the client's error if it gave up."""
+        assert self._changed is not None
+        async with asyncio.timeout(timeout):
+            while self._conn is None:
+                if self._error is not None:
+                    raise self._error
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def close(self) -> None:
+        """Close the connection and end every subscription's iteration."""
+        self._closing = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for sub in list(self._subs.values()):
+            sub._finish(None)
+        self._subs.clear()
+
+    async def _send(self, frame: Frame) -> None:
+        conn = self._conn
+        if conn is None:
+            return  # the next connection sends what is still wanted
+        with contextlib.suppress(WebSocketException):
+            await conn.send(json.dumps(frame))
+
+    async def _send_subscribe(self, sub: Subscription) -> None:
+        if self._conn is None or sub._closed or sub._sent_on == self.connections:
+            return
+        sub._sent_on = self.connections
+        await self._send(sub.subscribe_frame())
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closing:
+            try:
+                await self._connect_once()
+                attempt = 0  # a connection that opened resets the backoff
+            except Unauthorized as exc:  # refused at the door (4401): retrying cannot help
+                self._fail(exc)
+                return
+            except (OSError, TimeoutError, InvalidHandshake, WebSocketException, ValueError) as exc:
+                logger.info("taskcast connection to %s failed: %s", self.url, type(exc).__name__)
+            if self._closing:
+                return
+            delay = min(self.backoff_cap, self.backoff_first * 2**attempt)
+            attempt += 1
+            await asyncio.sleep(delay / 2 + random.uniform(0, delay / 2))
+
+    async def _connect_once(self) -> None:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        async with websockets.connect(
+            self.url,
+            additional_headers=headers,
+            open_timeout=self.open_timeout,
+            max_size=MAX_FRAME,
+        ) as conn:
+            try:
+                async with asyncio.timeout(self.open_timeout):
+                    first = json.loads(await conn.recv())
+                if first.get("type") == "error":
+                    if first.get("code") == Unauthorized.code:
+                        raise Unauthorized(
+                            str(first.get("message") or Unauthorized.default_message)
+                        )
+                    raise ConnectionError(f"refused: {first.get('code')}")  # e.g. too many, retry
+                self.welcome = first
+                self._conn = conn
+                self.connections += 1
+                assert self._changed is not None
+                self._changed.set()
+                for sub in list(self._subs.values()):
+                    await self._send_subscribe(sub)
+                async for raw in conn:
+                    await self._dispatch(json.loads(raw))
+            except ConnectionClosed:
+                pass  # the close code below says what happened
+            finally:
+                self._conn = None
+        if conn.close_code == WS_4401_UNAUTHORIZED:
+            raise Unauthorized("the server closed the connection: unauthorized")
+        logger.info("taskcast connection closed (%s); reconnecting", conn.close_code)
+
+    async def _dispatch(self, frame: Frame) -> None:
+        kind = frame.get("type")
+        sub = self._subs.get(str(frame.get("channel")))
+        if kind == "event" and sub is not None:
+            await sub._on_event(frame)
+        elif kind == "subscribed" and sub is not None:
+            await sub._on_subscribed(frame)
+        elif kind == "error":
+            self._on_error(frame)
+
+    def _on_error(self, frame: Frame) -> None:
+        ref = frame.get("ref")
+        for channel, sub in list(self._subs.items()):
+            if sub.ref == ref:
+                del self._subs[channel]
+                sub._finish(_error_for(frame))
+                return
+        logger.info("taskcast server error: %s", frame.get("code"))
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        if self._changed is not None:
+            self._changed.set()
+        for sub in list(self._subs.values()):
+            sub._finish(error)
+        self._subs.clear()
