@@ -103,8 +103,9 @@ class Session:
                 self._bytes -= len(old[0])
                 old[0] = None  # tombstone: the newer progress frame goes to the back
                 metrics.COUNTS.coalesced += 1
-        if len(self._queue) >= self.max_frames or self._bytes + len(frame) > self.max_bytes:
-            self._overflow()
+        if (
+            len(self._queue) >= self.max_frames or self._bytes + len(frame) > self.max_bytes
+        ) and self._overflow(len(frame)):
             return
         entry: list[str | None] = [frame, coalesce_key]
         self._queue.append(entry)
@@ -119,11 +120,12 @@ class Session:
             self._close_code = (code, reason)
             self._wake.set()
 
-    def _overflow(self) -> None:
+    def _overflow(self, size: int) -> bool:
+        """A frame of `size` does not fit: True (closing with 4008) unless compaction made room."""
         # Compact tombstones first: coalescing may have freed room.
         if len(self._queue) >= self.max_frames:
             self._queue = deque(e for e in self._queue if e[0] is not None)
-        if len(self._queue) >= self.max_frames or self._bytes > self.max_bytes:
+        if len(self._queue) >= self.max_frames or self._bytes + size > self.max_bytes:
             metrics.COUNTS.slow_consumer_closes += 1
             self.closed = True
             self._queue.clear()
@@ -131,6 +133,8 @@ class Session:
             self._bytes = 0
             self._close_code = (WS_4008_SLOW_CONSUMER, "slow consumer")
             self._wake.set()
+            return True
+        return False
 
     @property
     def queued(self) -> int:

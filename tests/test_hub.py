@@ -1,0 +1,375 @@
+"""The hub on real Redis: fan-out, replay then live with no gap or duplicate, order; sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+from broadcaster import Broadcast
+from redis.asyncio import Redis
+
+from realtime.backend import RedisBackend
+from realtime.events import encode_event, make_event
+from realtime.hub import Hub
+from realtime.protocol import WS_4008_SLOW_CONSUMER, encode
+from realtime.publisher import Publisher
+from realtime.session import Session
+from realtime.store import Store
+from realtime.tokens import Principal
+
+pytestmark = pytest.mark.anyio
+
+Frame = dict[str, Any]
+
+
+class Client:
+    """A session whose socket is a list: what the hub would have written, decoded."""
+
+    def __init__(self, hub: Hub, user: str = "alice") -> None:
+        self.frames: list[Frame] = []
+        self.closed_with: int | None = None
+        self._changed = asyncio.Event()
+        self.hub = hub
+        self.session = Session(self._send, self._close, Principal(user, frozenset({"admin"})))
+        hub.add(self.session)
+
+    async def _send(self, text: str) -> None:
+        self.frames.append(json.loads(text))
+        self._changed.set()
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.closed_with = code
+        self._changed.set()
+
+    async def subscribe(
+        self, channel: str, since: int | None = None, epoch: str | None = None
+    ) -> Frame:
+        frame, replay = await self.hub.subscribe(self.session, channel, since, epoch)
+        self.session.push(encode(frame))
+        self.hub.finish_subscribe(self.session, channel, replay)
+        return frame
+
+    def events(self, channel: str | None = None) -> list[Frame]:
+        return [f for f in self.frames if f["type"] == "event" and channel in (None, f["channel"])]
+
+    def seqs(self, channel: str) -> list[int]:
+        return [f["seq"] for f in self.events(channel)]
+
+    async def wait(self, check: Callable[[], bool], timeout: float = 10.0) -> None:
+        try:
+            with anyio.fail_after(timeout):
+                while not check():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"condition not met; last frames {self.frames[-5:]}") from None
+
+    async def wait_seq(self, channel: str, seq: int, timeout: float = 10.0) -> None:
+        await self.wait(lambda: seq in self.seqs(channel), timeout)
+
+
+@pytest.fixture
+async def parts(redis_url: str) -> AsyncIterator[tuple[Hub, Publisher, Store, Broadcast]]:
+    redis = Redis.from_url(redis_url, socket_timeout=5.0)
+    store = Store(redis, history_size=1000, history_ttl=600)
+    broadcast = Broadcast(backend=RedisBackend(redis_url))
+    async with broadcast, Hub(broadcast, store) as hub:
+        yield hub, Publisher(store, broadcast), store, broadcast
+        for session in list(hub.sessions):
+            await hub.remove(session)
+    await redis.aclose()
+
+
+async def say(publisher: Publisher, n: int = 1, topic: str = "system") -> None:
+    for i in range(n):
+        await publisher.emit("system.message", data={"message": f"m{i}"}, topic=topic)
+
+
+async def test_two_sessions_on_one_channel_get_identical_frames(parts) -> None:
+    """Two sessions subscribed to one channel receive the same frames, in the same order."""
+    hub, publisher, _, _ = parts
+    a, b = Client(hub), Client(hub, "bob")
+    await a.subscribe("topic:system")
+    await b.subscribe("topic:system")
+    await say(publisher, 20)
+    await a.wait_seq("topic:system", 20)
+    await b.wait_seq("topic:system", 20)
+    assert a.events() == b.events()
+    assert a.seqs("topic:system") == list(range(1, 21))
+    assert len(hub.channels) == 1  # one broadcaster subscription per channel on this node
+
+
+async def test_only_subscribed_channels_are_delivered(parts) -> None:
+    """A session gets nothing from channels it never subscribed to or has unsubscribed from."""
+    hub, publisher, _, _ = parts
+    client = Client(hub)
+    await client.subscribe("topic:system")
+    await client.subscribe("topic:orders")
+    await publisher.emit("order.cancelled", data={"order_id": "o1"})
+    await client.wait_seq("topic:orders", 1)
+    assert hub.unsubscribe(client.session, "topic:orders")
+    await publisher.emit("order.cancelled", data={"order_id": "o2"})
+    await publisher.emit("client.created", data={"client_id": "c1"})
+    await say(publisher)  # a marker on a subscribed channel, published last
+    await client.wait_seq("topic:system", 1)
+    assert {f["channel"] for f in client.events()} == {"topic:orders", "topic:system"}
+    assert client.seqs("topic:orders") == [1]
+
+
+async def test_since_replays_history_then_goes_live(parts) -> None:
+    """subscribe with since=N gets recovered:true, then N+1..S from history, then live events."""
+    hub, publisher, _, _ = parts
+    await say(publisher, 5)
+    client = Client(hub)
+    frame = await client.subscribe("topic:system", since=2)
+    assert frame["recovered"] is True
+    assert frame["seq"] == 5
+    await client.wait_seq("topic:system", 5)
+    await say(publisher, 3)
+    await client.wait_seq("topic:system", 8)
+    assert client.seqs("topic:system") == [3, 4, 5, 6, 7, 8]
+    assert client.frames[0]["type"] == "subscribed"
+
+
+async def test_wrong_epoch_or_lost_history_is_not_recovered(parts) -> None:
+    """A wrong epoch, or a since beyond the stream, answers recovered:false and goes live."""
+    hub, publisher, _, _ = parts
+    await say(publisher, 3)
+    client = Client(hub)
+    frame = await client.subscribe("topic:system", since=1, epoch="not-the-epoch")
+    assert frame["recovered"] is False
+    other = Client(hub)
+    ahead = await other.subscribe("topic:system", since=99)
+    assert ahead["recovered"] is False
+    await say(publisher)
+    await client.wait_seq("topic:system", 4)
+    await other.wait_seq("topic:system", 4)
+    assert client.seqs("topic:system") == [4]
+    assert other.seqs("topic:system") == [4]
+
+
+@pytest.mark.timeout(60)
+async def test_subscribe_during_concurrent_publishing_sees_each_seq_once(parts) -> None:
+    """Subscribing while events are published: each seq after the start exactly once, in order."""
+    hub, publisher, _, _ = parts
+    rng = random.Random(7)
+    mid_stream = 0  # subscriptions answered while the producer was part-way through
+    for iteration in range(25):
+        channel = (
+            f"topic:{['orders', 'clients', 'inventory', 'notifications', 'system'][iteration % 5]}"
+        )
+        topic = channel.split(":")[1]
+        total = 40
+        before = rng.randint(0, 10)
+        for _ in range(before):
+            await publisher.emit("system.message", data={"message": "x"}, topic=topic)
+        start = (await publisher.store.read(channel)).seq
+
+        async def produce(topic: str = topic, total: int = total) -> None:
+            for _ in range(total):
+                await publisher.emit("system.message", data={"message": "y"}, topic=topic)
+                if rng.random() < 0.3:
+                    await asyncio.sleep(0)
+
+        clients = [Client(hub) for _ in range(3)]
+        sinces = [None, rng.randint(max(0, start - 3), start), start]
+        producer = asyncio.create_task(produce())
+        frames = []
+        for client, since in zip(clients, sinces, strict=True):
+            for _ in range(rng.randint(0, 3)):
+                await asyncio.sleep(0)
+            frames.append(await client.subscribe(channel, since=since))
+            mid_stream += start < frames[-1]["seq"] < start + total
+        await producer
+        final = start + total
+        for client, frame, since in zip(clients, frames, sinces, strict=True):
+            await client.wait_seq(channel, final)
+            first = frame["seq"] + 1 if since is None else since + 1
+            assert client.seqs(channel) == list(range(first, final + 1)), (iteration, since, frame)
+            await hub.remove(client.session)
+    assert mid_stream >= 10, mid_stream  # the race this test is about did happen
+
+
+async def test_out_of_order_arrival_is_delivered_in_order(parts) -> None:
+    """Messages published in reverse seq order (5 after 6) still reach the session as 5, 6."""
+    hub, publisher, store, broadcast = parts
+    await say(publisher, 4)
+    client = Client(hub)
+    await client.subscribe("topic:system")
+    stored = []
+    for i in (5, 6):
+        event = make_event("system.message", {"message": f"m{i}"})
+        stored.append(await store.append(event, encode_event(event), "system"))
+    ((channel6, message6),) = stored[1].messages
+    ((channel5, message5),) = stored[0].messages
+    await broadcast.publish(channel6, message6)
+    await broadcast.publish(channel5, message5)
+    await client.wait_seq("topic:system", 6)
+    assert client.seqs("topic:system") == [5, 6]
+
+
+async def test_a_never_published_seq_is_filled_from_history(parts) -> None:
+    """If seq 5 is stored but never published, seq 6 arriving makes the hub fetch 5 from history."""
+    hub, publisher, store, _ = parts
+    await say(publisher, 4)
+    client = Client(hub)
+    await client.subscribe("topic:system")
+    event = make_event("system.message", {"message": "lost"})
+    await store.append(event, encode_event(event), "system")  # stored, never published
+    await say(publisher)
+    await client.wait_seq("topic:system", 6)
+    assert client.seqs("topic:system") == [5, 6]
+    assert client.events()[0]["event"]["data"]["message"] == "lost"
+
+
+async def test_lost_stream_restarts_with_recovered_false(parts, redis_url: str) -> None:
+    """When the channel's Redis data is lost, subscribers are told (recovered:false, new epoch)."""
+    hub, publisher, _, _ = parts
+    client = Client(hub)
+    first = await client.subscribe("topic:system")
+    await say(publisher, 3)
+    await client.wait_seq("topic:system", 3)
+    flusher = Redis.from_url(redis_url)
+    await flusher.flushall()
+    await flusher.aclose()
+    await say(publisher, 2)
+    await client.wait(lambda: len([f for f in client.frames if f["type"] == "subscribed"]) == 2)
+    restart = [f for f in client.frames if f["type"] == "subscribed"][1]
+    assert restart["recovered"] is False
+    assert restart["epoch"] != first["epoch"]
+    await client.wait(
+        lambda: client.frames[-1].get("seq") == 2 and client.frames[-1]["type"] == "event"
+    )
+    tail = client.frames[client.frames.index(restart) + 1 :]
+    assert [f["seq"] for f in tail if f["type"] == "event"] == list(range(restart["seq"] + 1, 3))
+
+
+# -- Session: the per-connection queue, with a socket we can stall --------------------------
+
+
+class StalledSocket:
+    """A send that blocks until released, so frames pile up in the session's queue."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed_with: int | None = None
+        self.release = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def send(self, text: str) -> None:
+        await self.release.wait()
+        self.sent.append(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed_with = code
+        self.done.set()
+
+
+def progress(seq: int, task: str = "t1") -> str:
+    return json.dumps(
+        {"type": "event", "seq": seq, "event": {"type": "task.progress", "task_id": task}}
+    )
+
+
+def other(seq: int) -> str:
+    return json.dumps({"type": "event", "seq": seq, "event": {"type": "system.message"}})
+
+
+async def drain(session: Session, sock: StalledSocket) -> None:
+    sock.release.set()
+    with anyio.fail_after(5):
+        while session.queued:  # noqa: ASYNC110 - the writer empties a plain deque
+            await anyio.sleep(0.01)
+
+
+async def test_slow_consumer_is_closed_with_4008() -> None:
+    """A session whose queue exceeds its bound with non-progress frames closes with 4008."""
+    sock = StalledSocket()
+    session = Session(sock.send, sock.close, Principal("a", frozenset()), max_frames=32)
+    session.start()
+    for seq in range(1, 40):
+        session.push(other(seq))
+    assert session.closed
+    sock.release.set()
+    with anyio.fail_after(5):
+        await sock.done.wait()
+    assert sock.closed_with == WS_4008_SLOW_CONSUMER
+    await session.stop()
+
+
+async def test_byte_bound_closes_too() -> None:
+    """The queue is bounded in bytes as well: big frames that do not fit close with 4008."""
+    sock = StalledSocket()
+    session = Session(
+        sock.send, sock.close, Principal("a", frozenset()), max_frames=1000, max_bytes=10_000
+    )
+    session.start()
+    for seq in range(1, 20):
+        session.push(json.dumps({"type": "event", "seq": seq, "pad": "x" * 1000}))
+    sock.release.set()
+    with anyio.fail_after(5):
+        await sock.done.wait()
+    assert sock.closed_with == WS_4008_SLOW_CONSUMER
+    await session.stop()
+
+
+async def test_progress_coalesces_under_pressure_and_nothing_else_is_dropped() -> None:
+    """Under pressure queued progress of a task gives way to newer; other frames all arrive."""
+    sock = StalledSocket()
+    session = Session(sock.send, sock.close, Principal("a", frozenset()), max_frames=64)
+    session.start()
+    seq = 0
+    pushed_other: list[int] = []
+    for _ in range(30):
+        seq += 1
+        session.push(other(seq))
+        pushed_other.append(seq)
+        for _ in range(5):
+            seq += 1
+            session.push(progress(seq), "t1")
+    assert not session.closed
+    await drain(session, sock)
+    sent = [json.loads(t) for t in sock.sent]
+    seqs = [f["seq"] for f in sent]
+    assert seqs == sorted(seqs)
+    assert [f["seq"] for f in sent if f["event"]["type"] == "system.message"] == pushed_other
+    progress_seqs = [f["seq"] for f in sent if f["event"]["type"] == "task.progress"]
+    assert progress_seqs[-1] == seq  # the newest progress always survives
+    assert len(progress_seqs) < 150  # coalesced
+    assert sock.closed_with is None
+    await session.stop()
+
+
+async def test_idle_session_sees_every_progress_frame() -> None:
+    """A session that keeps up is not coalesced: every progress frame is sent."""
+    sock = StalledSocket()
+    sock.release.set()
+    session = Session(sock.send, sock.close, Principal("a", frozenset()))
+    session.start()
+    for seq in range(1, 11):
+        session.push(progress(seq), "t1")
+    await drain(session, sock)
+    assert [json.loads(t)["seq"] for t in sock.sent] == list(range(1, 11))
+    await session.stop()
+
+
+async def test_frame_fitting_after_coalescing_is_not_dropped() -> None:
+    """A frame that fits once coalesced progress is compacted away is queued, not dropped."""
+    sock = StalledSocket()
+    session = Session(sock.send, sock.close, Principal("a", frozenset()), max_frames=20)
+    session.start()
+    for seq in range(1, 17):
+        session.push(other(seq))
+    for seq in range(17, 21):
+        session.push(progress(seq), "t1")  # three of these become tombstones
+    session.push(other(21))
+    assert not session.closed
+    await drain(session, sock)
+    sent = [json.loads(t)["seq"] for t in sock.sent]
+    assert sent == [*range(1, 17), 20, 21]
+    await session.stop()
