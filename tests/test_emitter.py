@@ -1,0 +1,197 @@
+"""emit() for synchronous code: fast, validated at once, ordered, coalescing, and fork-safe."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+import redis
+from broadcaster import Broadcast
+
+import realtime
+from realtime import emitter as emitter_module
+from realtime.backend import RedisBackend
+from realtime.emitter import Emitter
+from realtime.settings import Settings
+from realtime.store import Message
+
+from .processes import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def emitter(redis_url: str) -> Emitter:
+    return Emitter(redis_url, history_size=5000, history_ttl=600)
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    yield client
+    client.close()
+
+
+def history(client: redis.Redis, channel: str) -> list[tuple[Message, dict[str, Any]]]:
+    """The stored messages of a channel, with their event frames decoded."""
+    out = []
+    for raw in client.lrange(f"tc:h:{channel}", 0, -1):
+        message = Message.parse(raw.decode())
+        out.append((message, orjson.loads(message.frame)))
+    return out
+
+
+def test_emit_returns_fast_and_flush_confirms_storage(emitter: Emitter, sync_redis) -> None:
+    """500 emits return in well under a second; flush() is True once all are stored, in order."""
+    started = time.perf_counter()
+    for i in range(500):
+        emitter.emit("system.message", data={"message": str(i)})
+    took = time.perf_counter() - started
+    assert took < 1.0, f"500 emits took {took:.3f}s"
+    assert emitter.flush(timeout=20)
+    stored = history(sync_redis, "topic:system")
+    assert [m.seq for m, _ in stored] == list(range(1, 501))
+    assert [f["event"]["data"]["message"] for _, f in stored] == [str(i) for i in range(500)]
+
+
+def test_unreachable_redis_never_reaches_the_caller() -> None:
+    """With Redis unreachable, emit still returns at once without raising; flush says False."""
+    emitter = Emitter(f"redis://127.0.0.1:{free_port()}/0")
+    started = time.perf_counter()
+    for i in range(100):
+        emitter.emit("system.message", data={"message": str(i)})
+    assert time.perf_counter() - started < 1.0
+    assert emitter.flush(timeout=0.5) is False
+
+
+def test_flush_with_nothing_emitted_is_true(emitter: Emitter) -> None:
+    """flush() before any emit is immediately True."""
+    assert emitter.flush(timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (dict(type_="task.exploded", data={}), "unknown event type"),
+        (dict(type_="notification", data={"message": "no title"}, user_id="a"), "title"),
+        (dict(type_="inventory.low_stock", data={"sku": "A1", "qty": "x"}), "qty"),
+        (dict(type_="system.message", data="hello"), "dict"),
+        (dict(type_="task.started", data={}, task_id="bad id!"), "task_id"),
+        (dict(type_="notification", data={"title": "t"}, user_id="a b"), "user_id"),
+        (dict(type_="task.started", data={}, task_id="t1", topic="orders"), "topics"),
+        (dict(type_="order.cancelled", data={"order_id": "o"}, topic="weather"), "topic"),
+    ],
+)
+def test_bad_arguments_raise_value_error_at_once(
+    emitter: Emitter, sync_redis, call: dict[str, Any], match: str
+) -> None:
+    """A bad type, data, id or topic raises ValueError in the caller and enqueues nothing."""
+    type_ = call.pop("type_")
+    with pytest.raises(ValueError, match=match):
+        emitter.emit(type_, **call)
+    assert emitter.flush(timeout=1)
+    assert sync_redis.keys("tc:*") == []
+
+
+async def test_events_reach_a_subscriber_in_order(emitter: Emitter, redis_url: str) -> None:
+    """A live subscriber receives emitted events with seq 1..N in emit order."""
+    received: list[Message] = []
+    async with (
+        Broadcast(backend=RedisBackend(redis_url)) as broadcast,
+        broadcast.subscribe("user:alice") as subscriber,
+    ):
+        for i in range(300):
+            emitter.emit("notification", data={"title": str(i)}, user_id="alice")
+        with anyio.fail_after(20):
+            while len(received) < 300:
+                received.append(Message.parse((await subscriber.get()).message))
+    assert [m.seq for m in received] == list(range(1, 301))
+    titles = [orjson.loads(m.frame)["event"]["data"]["title"] for m in received]
+    assert titles == [str(i) for i in range(300)]
+    assert await anyio.to_thread.run_sync(emitter.flush, 5.0)
+
+
+def test_progress_coalesces_while_waiting(emitter: Emitter, sync_redis) -> None:
+    """Progress emitted faster than it is stored coalesces; the newest lands, seqs stay gap-free."""
+    emitter.emit("task.started", data={}, task_id="t1", user_id="alice")
+    for i in range(1, 3001):
+        emitter.progress("t1", i, 3000, message=f"step {i}")
+    assert emitter.flush(timeout=20)
+    stored = history(sync_redis, "task:t1")
+    assert [m.seq for m, _ in stored] == list(range(1, len(stored) + 1))
+    progress = [f["event"]["data"]["current"] for _, f in stored[1:]]
+    assert progress == sorted(progress)
+    assert progress[-1] == 3000
+    assert len(progress) < 3000
+    state = sync_redis.hgetall("tc:t:t1")
+    assert orjson.loads(state[b"progress"])["current"] == 3000
+    assert state[b"status"] == b"running"
+
+
+def test_progress_after_other_events_keeps_their_order(emitter: Emitter, sync_redis) -> None:
+    """Coalescing never reorders: a terminal event emitted after progress is stored after it."""
+    emitter.emit("task.started", data={}, task_id="t2", user_id="alice")
+    for i in range(50):
+        emitter.progress("t2", i, 50)
+    emitter.emit("task.succeeded", data={"result": 7}, task_id="t2")
+    assert emitter.flush(timeout=20)
+    types = [f["event"]["type"] for _, f in history(sync_redis, "task:t2")]
+    assert types[0] == "task.started"
+    assert types[-1] == "task.succeeded"
+    assert set(types[1:-1]) == {"task.progress"}
+
+
+@pytest.mark.timeout(60)
+def test_emit_works_in_a_forked_child(emitter: Emitter, sync_redis) -> None:
+    """A child forked after the parent emitted can emit and flush; nothing is duplicated."""
+    emitter.emit("system.message", data={"message": "parent-before"})
+    assert emitter.flush(timeout=10)
+    pid = os.fork()
+    if pid == 0:  # the child: emit, flush, report by exit code only
+        code = 1
+        try:
+            emitter.emit("system.message", data={"message": "child"})
+            code = 0 if emitter.flush(timeout=20) else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        assert time.monotonic() < deadline, "forked child did not finish"
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0
+    emitter.emit("system.message", data={"message": "parent-after"})
+    assert emitter.flush(timeout=10)
+    stored = history(sync_redis, "topic:system")
+    assert [f["event"]["data"]["message"] for _, f in stored] == [
+        "parent-before",
+        "child",
+        "parent-after",
+    ]
+    assert [m.seq for m, _ in stored] == [1, 2, 3]
+    assert stored[1][1]["event"]["source"].endswith(f"/{pid}")
+
+
+@pytest.fixture
+def default_emitter(settings: Settings) -> Iterator[None]:
+    emitter_module._forget_default()
+    yield
+    emitter_module._forget_default()
+
+
+def test_module_level_emit_and_flush(default_emitter: None, sync_redis) -> None:
+    """realtime.emit/flush publish through the process's emitter, built from the settings."""
+    realtime.emit("inventory.low_stock", topic="inventory", data={"sku": "A1", "qty": 2})
+    realtime.emit("notification", user_id="alice", data={"title": "Export ready", "url": "/x"})
+    assert realtime.flush(timeout=10.0)
+    (low,) = history(sync_redis, "topic:inventory")
+    assert low[1]["event"]["data"]["sku"] == "A1"
+    (note,) = history(sync_redis, "user:alice")
+    assert note[1]["event"]["data"]["url"] == "/x"  # extra fields are kept
