@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import WebSocketRoute
 
-from realtime import Hub, Publisher, Settings, Store, get_settings, metrics
+from realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
 from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.protocol import WS_1012_SERVICE_RESTART
@@ -22,6 +22,7 @@ from workers.signatures import sender
 
 from . import auth, errors, inventory, ops, orders, sse, tasks
 from .deps import Node
+from .limits import BodyLimit
 from .ws import WebSocketEndpoint
 
 STATIC = Path(__file__).parent / "static"
@@ -60,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await broadcast.disconnect()
             await redis.aclose()
 
+    redaction.install()  # uvicorn has configured logging by now; tokens never reach a log
     app = FastAPI(title="taskcast", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodyLimit)
     app.state.metrics = metrics.registry()
     errors.install(app)
     app.include_router(orders.router)

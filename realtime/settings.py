@@ -13,7 +13,11 @@ DEV_SECRET_MIN = 32
 class Settings(BaseSettings):
     """The contract's environment plus the limits a deployment may tune."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+    # Inputs stay out of error messages: a rejected secret or a Redis URL with its password
+    # must not be printed by a failed start-up.
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     redis_url: str = Field(default="", alias="REDIS_URL")
     broadcast_url: str = Field(default="", alias="BROADCAST_URL")
