@@ -7,8 +7,9 @@ flushing Redis under running processes.
 
 from __future__ import annotations
 
+import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,12 @@ class Stack:
         return self.webs[0]
 
     def close(self) -> None:
-        for proc in [*self.webs, *self.workers]:
+        """Signal every process first, then wait for each: their shutdowns overlap."""
+        procs: list[Web | Worker] = [*self.webs, *self.workers]
+        for proc in procs:
+            if proc.alive():
+                proc.signal(signal.SIGTERM)
+        for proc in procs:
             proc.stop()
 
     def print_logs(self) -> None:
@@ -135,9 +141,15 @@ class User:
         await self.http.aclose()
 
 
+async def until(ws: WS, done: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Read frames until `done()` holds (it may already): a condition over all frames so far."""
+    if not done():
+        await ws.recv_until(lambda _: done(), timeout=timeout)
+
+
 async def until_terminal(ws: WS, channel: str, timeout: float = 20.0) -> list[Frame]:
-    """Read until `channel`'s terminal event; returns that channel's event frames so far."""
-    await ws.recv_until(lambda f: terminal(f) and f["channel"] == channel, timeout=timeout)
+    """Read until `channel`'s terminal event (unless already read); returns its event frames."""
+    await until(ws, lambda: any(terminal(f) for f in ws.events(channel)), timeout)
     return ws.events(channel)
 
 
