@@ -1,6 +1,7 @@
 """taskcast's core: events, channels, store, publisher, hub and client, with no web framework."""
 
 from .channels import Channel, may_subscribe, parse
+from .client import Client, Subscription
 from .emitter import Emitter, emit, flush
 from .errors import TaskcastError
 from .events import EVENT_TYPES, TERMINAL_TYPES, json_schema
@@ -15,6 +16,7 @@ __all__ = [
     "EVENT_TYPES",
     "TERMINAL_TYPES",
     "Channel",
+    "Client",
     "Emitter",
     "Hub",
     "Principal",
@@ -22,6 +24,7 @@ __all__ = [
     "Session",
     "Settings",
     "Store",
+    "Subscription",
     "TaskcastError",
     "emit",
     "flush",
