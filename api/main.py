@@ -18,6 +18,7 @@ from realtime import Hub, Publisher, Settings, Store, get_settings, metrics, red
 from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.protocol import WS_1012_SERVICE_RESTART
+from realtime.reaper import Reaper
 from workers.signatures import sender
 
 from . import auth, errors, inventory, ops, orders, sse, tasks
@@ -36,18 +37,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conf = settings or get_settings()
         redis = redis_client(conf.redis_url)
-        store = Store(redis, history_size=conf.history_size, history_ttl=conf.history_ttl)
+        store = Store(
+            redis,
+            history_size=conf.history_size,
+            history_ttl=conf.history_ttl,
+            max_deliveries=conf.max_deliveries,
+        )
         broadcast = make_broadcast(conf.broadcast)
         node_id = conf.node_id or f"{socket.gethostname()}-{os.getpid()}"
         await broadcast.connect()
         try:
-            async with Hub(broadcast, store) as hub:
+            publisher = Publisher(store, broadcast)
+            async with Hub(broadcast, store) as hub, Reaper(publisher, node_id, conf.stale_after):
                 app.state.node = Node(
                     settings=conf,
                     redis=redis,
                     store=store,
                     hub=hub,
-                    publisher=Publisher(store, broadcast),
+                    publisher=publisher,
                     sender=sender(conf.redis_url),
                     node_id=node_id,
                 )

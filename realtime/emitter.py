@@ -54,12 +54,17 @@ class Emitter:
         history_size: int = 1000,
         history_ttl: int = 86400,
         buffer: int = 10_000,
+        max_deliveries: int = 3,
+        heartbeat: float = 15.0,
     ) -> None:
         self._redis_url = redis_url
         self._broadcast_url = broadcast_url or redis_url
         self._history_size = history_size
         self._history_ttl = history_ttl
         self._bound = buffer
+        self._max_deliveries = max_deliveries
+        self._heartbeat = heartbeat
+        self._running: set[str] = set()  # tasks this process runs: their heartbeat goes out
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
@@ -123,6 +128,19 @@ class Emitter:
     def is_closed(self, task_id: str) -> bool:
         return task_id in self.closed_tasks
 
+    def track(self, task_id: str) -> None:
+        """This process now runs `task_id`: keep its heartbeat going (see the reaper)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._after_fork()
+            self._running.add(task_id)
+            if self._thread is None:
+                self._start()
+
+    def untrack(self, task_id: str) -> None:
+        with self._lock:
+            self._running.discard(task_id)
+
     def _put(self, entry: _Entry) -> None:
         with self._lock:
             if self._pid != os.getpid():
@@ -159,6 +177,7 @@ class Emitter:
         self._queue = deque()
         self._last_of_task = {}
         self._enqueued = self._completed = 0
+        self._running = set()
         self._thread = self._loop = self._wakeup = None
         self._idle = True
         source()
@@ -180,12 +199,23 @@ class Emitter:
     async def _main(self) -> None:
         self._wakeup = asyncio.Event()
         redis = redis_client(self._redis_url)
-        store = Store(redis, history_size=self._history_size, history_ttl=self._history_ttl)
+        store = Store(
+            redis,
+            history_size=self._history_size,
+            history_ttl=self._history_ttl,
+            max_deliveries=self._max_deliveries,
+        )
         broadcast = make_broadcast(self._broadcast_url)
         await broadcast.connect()
         publisher = Publisher(store, broadcast)
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time()
         try:
             while True:
+                if self._running and loop.time() >= next_beat:
+                    next_beat = loop.time() + self._heartbeat
+                    with contextlib.suppress(Exception):  # Redis away: the next beat retries
+                        await store.heartbeat(list(self._running))
                 with self._lock:
                     batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
                     for entry in batch:
@@ -198,7 +228,11 @@ class Emitter:
                 if not batch:
                     if self._stopping:
                         return
-                    await self._wakeup.wait()
+                    if self._running:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wakeup.wait(), self._heartbeat)
+                    else:
+                        await self._wakeup.wait()
                     continue
                 await self._publish(publisher, batch)
                 with self._lock:
@@ -238,7 +272,7 @@ class Emitter:
                 continue
             self.connected = True
             for entry, stored in zip(batch, results, strict=True):
-                if stored.status == "closed" and entry.task_id:
+                if stored.status in ("closed", "lost") and entry.task_id:
                     self.closed_tasks.add(entry.task_id)
             return
 
@@ -264,6 +298,8 @@ def default() -> Emitter:
                     history_size=settings.history_size,
                     history_ttl=settings.history_ttl,
                     buffer=settings.emit_buffer,
+                    max_deliveries=settings.max_deliveries,
+                    heartbeat=settings.heartbeat,
                 )
     return _default
 

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, alias="TASKCAST_MAX_BODY_BYTES")
     # Worker-side emit buffer (events waiting for Redis).
     emit_buffer: int = Field(default=10_000, ge=10, alias="TASKCAST_EMIT_BUFFER")
+    # Lost workers: Redis-broker redelivery of unacknowledged tasks after this many seconds;
+    # a task interrupted this many times in one attempt fails; a running task with no sign of
+    # life (events or its worker's heartbeat) for `stale_after` seconds is failed by the reaper.
+    visibility_timeout: int = Field(default=3600, ge=1, alias="TASKCAST_VISIBILITY_TIMEOUT")
+    max_deliveries: int = Field(default=3, ge=1, alias="TASKCAST_MAX_DELIVERIES")
+    stale_after: float = Field(default=3900.0, gt=0, alias="TASKCAST_STALE_AFTER")
+    heartbeat: float = Field(default=15.0, gt=0, alias="TASKCAST_HEARTBEAT")
     # Seconds between keepalive comments on an idle `/sse` stream (proxies drop silent ones).
     sse_keepalive: float = Field(default=15.0, gt=0, alias="TASKCAST_SSE_KEEPALIVE")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 from .events import now_iso
 
 PREFIX = "tc:"
+RUNNING = PREFIX + "running"  # sorted set: running task id -> last sign of life (epoch s)
 DEDUPE_TTL = 3600  # seconds a stored event id is remembered, so retries never duplicate
 
 # Store one event on every channel it targets, atomically.
@@ -23,7 +25,9 @@ _STORE = """
 local eid, ev, etype, task_id, user_id, topic = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local new_epoch, hsize, ttl, now_ms = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, sfield, svalue, ts, ckey_hint = ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15]
+local attempt, max_deliveries, now_s = ARGV[17], tonumber(ARGV[18]), tonumber(ARGV[19])
 local P = KEYS[1]
+local verdict = 'ok'
 local dkey = P .. 'e:' .. eid
 local dup = redis.call('GET', dkey)
 if dup then
@@ -42,12 +46,27 @@ if task_id ~= '' then
   if user_id == '' then
     user_id = redis.call('HGET', tkey, 'owner') or ''
   end
+  -- A start of the same attempt again means the task was redelivered after its worker was
+  -- lost; past the limit it fails instead of running again.
+  if etype == 'task.started' and attempt ~= '' then
+    local starts = redis.call('HINCRBY', tkey, 'starts:' .. attempt, 1)
+    if starts > max_deliveries then
+      local err = {type = 'WorkerLost', message = 'the task was interrupted ' .. (starts - 1) ..
+        ' times by a lost worker; giving up'}
+      local src = cjson.decode(ev)['source']
+      ev = cjson.encode({id = eid, type = 'task.failed', ts = ts, task_id = task_id,
+        user_id = (user_id ~= '' and user_id) or cjson.null, source = src, data = {error = err}})
+      etype, status, sfield, ckey_hint = 'task.failed', 'failed', 'error', '-'
+      svalue = cjson.encode(err)
+      verdict = 'lost'
+    end
+  end
 end
 local chans = {}
 if task_id ~= '' then chans[#chans + 1] = 'task:' .. task_id end
 if topic ~= '' then chans[#chans + 1] = 'topic:' .. topic end
 if user_id ~= '' then chans[#chans + 1] = 'user:' .. user_id end
-local out = {'ok'}
+local out = {verdict}
 local task_seq = nil
 for _, ch in ipairs(chans) do
   local ckey = P .. 'c:' .. ch
@@ -81,6 +100,14 @@ end
 if tkey and task_seq then
   redis.call('HSET', tkey, 'seq', task_seq, 'updated_at', ts)
   redis.call('EXPIRE', tkey, ttl)
+end
+-- Running tasks, scored by their last sign of life, for the stale-task reaper.
+if tkey and is_task_type then
+  if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+    redis.call('ZREM', P .. 'running', task_id)
+  elseif etype ~= 'task.queued' then
+    redis.call('ZADD', P .. 'running', now_s, task_id)
+  end
 end
 redis.call('SET', dkey, cjson.encode(out), 'EX', tonumber(ARGV[16]))
 return out
@@ -164,7 +191,7 @@ class Snapshot:
 class Stored:
     """What `Store.append` did: the messages to publish, or why there are none."""
 
-    status: str  # "ok", "dup" or "closed"
+    status: str  # "ok", "dup", "closed", or "lost" (stored as task.failed: delivered too often)
     messages: list[tuple[str, str]]
 
 
@@ -201,10 +228,18 @@ def task_state(task_id: str, raw: dict[str, str]) -> dict[str, Any]:
 class Store:
     """Async access to taskcast's Redis data; one per process (or per event-loop thread)."""
 
-    def __init__(self, redis: Redis, *, history_size: int = 1000, history_ttl: int = 86400) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        history_size: int = 1000,
+        history_ttl: int = 86400,
+        max_deliveries: int = 3,
+    ) -> None:
         self.redis = redis
         self.history_size = history_size
         self.history_ttl = history_ttl
+        self.max_deliveries = max_deliveries
         self._store = redis.register_script(_STORE)
         self._read = redis.register_script(_READ)
 
@@ -233,6 +268,9 @@ class Store:
             event["ts"],
             coalesce,
             DEDUPE_TTL,
+            event["data"].get("attempt", "") if type_ == "task.started" else "",
+            self.max_deliveries,
+            time.time(),
         ]
 
     async def append(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> Stored:
@@ -276,6 +314,26 @@ class Store:
             pipe.hset(key, mapping={"owner": owner, "name": name, "created_at": now_iso()})
             pipe.expire(key, self.history_ttl)
             await pipe.execute()
+
+    async def heartbeat(self, task_ids: list[str]) -> None:
+        """A worker's sign of life for the tasks it is running (only those still running)."""
+        if task_ids:
+            now = time.time()
+            await self.redis.zadd(RUNNING, dict.fromkeys(task_ids, now), xx=True)
+
+    async def stale(self, before: float, limit: int = 100) -> list[str]:
+        """Running tasks with no sign of life since `before` (epoch seconds)."""
+        ids = await self.redis.zrangebyscore(RUNNING, "-inf", before, start=0, num=limit)
+        return [_s(i) for i in ids]
+
+    async def forget_running(self, task_id: str) -> None:
+        await self.redis.zrem(RUNNING, task_id)
+
+    async def lock(self, name: str, holder: str, ttl: float) -> bool:
+        """A best-effort lease, so one node of many does a periodic job."""
+        return bool(
+            await self.redis.set(f"{PREFIX}lock:{name}", holder, nx=True, px=int(ttl * 1000))
+        )
 
     async def task_owner(self, task_id: str) -> str | None:
         value = await self.redis.hget(f"{PREFIX}t:{task_id}", "owner")

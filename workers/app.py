@@ -15,4 +15,4 @@ app = Celery(
     set_as_current=True,
 )
 # Read the environment when Celery configures itself, not at import.
-app.add_defaults(lambda: celery_config(get_settings().redis_url))
+app.add_defaults(lambda: celery_config(get_settings().redis_url, get_settings().visibility_timeout))

@@ -50,7 +50,13 @@ def _queued(sender: str | None = None, headers: dict[str, Any] | None = None, **
 @signals.task_prerun.connect
 def _started(task_id: str, task: Any, **_: Any) -> None:
     retries = getattr(task.request, "retries", 0) or 0
+    emitter.default().track(task_id)
     _emit("task.started", task_id, {"name": task.name, "attempt": retries + 1})
+
+
+@signals.task_postrun.connect
+def _finished(task_id: str, **_: Any) -> None:
+    emitter.default().untrack(task_id)
 
 
 @signals.task_retry.connect

@@ -11,7 +11,7 @@ INVENTORY_IMPORT: Final = "inventory.import"
 TASK_NAMES: Final = frozenset({ORDERS_PROCESS, INVENTORY_IMPORT})
 
 
-def celery_config(redis_url: str) -> dict[str, Any]:
+def celery_config(redis_url: str, visibility_timeout: int = 3600) -> dict[str, Any]:
     """Celery settings shared by the worker app and the API's sender."""
     return {
         "broker_url": redis_url,
@@ -26,8 +26,13 @@ def celery_config(redis_url: str) -> dict[str, Any]:
         "result_expires": 86400,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
-        # Redis broker: redeliver unacked tasks of a lost worker after this many seconds.
-        "broker_transport_options": {"visibility_timeout": 3600},
+        # Redis broker: a lost worker's unacknowledged tasks go back to the queue after
+        # `visibility_timeout` s; surviving workers sweep for them every few seconds.
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout,
+            "unacked_restore_interval": max(1, min(10, visibility_timeout // 2)),
+            "unacked_restore_throttle": 1,
+        },
     }
 
 
