@@ -39,6 +39,10 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # a body FastAPI could not parse at all (e.g. nested too deep)
+        return JSONResponse(
+            error_body("bad_request", "body: could not be parsed", fields=["body"]), 422
+        )
     code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
         exc.status_code, "http_error"
     )

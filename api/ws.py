@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +35,7 @@ from realtime.tokens import Principal, bearer, verify
 from .deps import Node
 
 logger = logging.getLogger("taskcast.ws")
+CLOSE_GRACE_SECONDS = 5.0
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -50,6 +53,18 @@ def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]
     if "*" in allowed or origin in allowed:
         return True
     return not allowed and host is not None and urlsplit(origin).netloc.lower() == host.lower()
+
+
+async def _until_disconnect(receive: Receive, seconds: float = CLOSE_GRACE_SECONDS) -> None:
+    """After `close_soon`: discard frames while the writer flushes and sends the close.
+
+    Returning at once would stop the writer before it sent the close code (the client would
+    see 1006); a client that never completes the closing handshake is dropped after `seconds`.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
 
 
 class WebSocketEndpoint:
@@ -118,14 +133,17 @@ class WebSocketEndpoint:
             if message["type"] != "websocket.receive":
                 return
             text = message.get("text")
-            size = len(text) if text is not None else len(message.get("bytes") or b"")
+            # The limit is in bytes: a text frame's UTF-8 size, not its length in characters.
+            size = len(text.encode()) if text is not None else len(message.get("bytes") or b"")
             if size > max_bytes:
                 session.close_soon(WS_1009_MESSAGE_TOO_BIG, "frame too large")
+                await _until_disconnect(receive)
                 return
             if not bucket.take():
                 metrics.COUNTS.rate_limited += 1
                 if bucket.flooding:
                     session.close_soon(WS_4429_FLOODING, "flooding")
+                    await _until_disconnect(receive)
                     return
                 session.push(error_frame("rate_limited", "too many frames; slow down"))
                 continue
