@@ -69,7 +69,7 @@ async def test_concurrent_publishes_arrive_in_call_order(broadcast: Broadcast) -
 
 
 async def test_channels_are_separate_and_unsubscribe_stops_delivery(
-    broadcast: Broadcast,
+    broadcast: Broadcast, redis_url: str
 ) -> None:
     """A subscriber gets only its channel; after unsubscribing, Redis has no subscriber left."""
     async with broadcast.subscribe("user:a") as sub_a, broadcast.subscribe("user:b") as sub_b:
@@ -77,7 +77,7 @@ async def test_channels_are_separate_and_unsubscribe_stops_delivery(
         await broadcast.publish("user:a", "for a")
         assert (await next_event(sub_a)).message == "for a"
         assert (await next_event(sub_b)).message == "for b"
-    other = Redis.from_url(broadcast._backend._url)
+    other = Redis.from_url(redis_url)
     try:
         with anyio.fail_after(5):
             while (await other.pubsub_numsub("user:a"))[0][1]:  # noqa: ASYNC110 - polling Redis

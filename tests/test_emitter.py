@@ -41,12 +41,14 @@ def history(client: redis.Redis, channel: str) -> list[tuple[Message, dict[str, 
     """The stored messages of a channel, with their event frames decoded."""
     out = []
     for raw in client.lrange(f"tc:h:{channel}", 0, -1):
-        message = Message.parse(raw.decode())
+        message = Message.parse(raw.decode() if isinstance(raw, bytes) else raw)
         out.append((message, orjson.loads(message.frame)))
     return out
 
 
-def test_emit_returns_fast_and_flush_confirms_storage(emitter: Emitter, sync_redis) -> None:
+def test_emit_returns_fast_and_flush_confirms_storage(
+    emitter: Emitter, sync_redis: redis.Redis
+) -> None:
     """500 emits return in well under a second; flush() is True once all are stored, in order."""
     started = time.perf_counter()
     for i in range(500):
@@ -88,7 +90,7 @@ def test_flush_with_nothing_emitted_is_true(emitter: Emitter) -> None:
     ],
 )
 def test_bad_arguments_raise_value_error_at_once(
-    emitter: Emitter, sync_redis, call: dict[str, Any], match: str
+    emitter: Emitter, sync_redis: redis.Redis, call: dict[str, Any], match: str
 ) -> None:
     """A bad type, data, id or topic raises ValueError in the caller and enqueues nothing."""
     type_ = call.pop("type_")
@@ -116,7 +118,7 @@ async def test_events_reach_a_subscriber_in_order(emitter: Emitter, redis_url: s
     assert await anyio.to_thread.run_sync(emitter.flush, 5.0)
 
 
-def test_progress_coalesces_while_waiting(emitter: Emitter, sync_redis) -> None:
+def test_progress_coalesces_while_waiting(emitter: Emitter, sync_redis: redis.Redis) -> None:
     """Progress emitted faster than it is stored coalesces; the newest lands, seqs stay gap-free."""
     emitter.emit("task.started", data={}, task_id="t1", user_id="alice")
     for i in range(1, 3001):
@@ -133,7 +135,9 @@ def test_progress_coalesces_while_waiting(emitter: Emitter, sync_redis) -> None:
     assert state[b"status"] == b"running"
 
 
-def test_progress_after_other_events_keeps_their_order(emitter: Emitter, sync_redis) -> None:
+def test_progress_after_other_events_keeps_their_order(
+    emitter: Emitter, sync_redis: redis.Redis
+) -> None:
     """Coalescing never reorders: a terminal event emitted after progress is stored after it."""
     emitter.emit("task.started", data={}, task_id="t2", user_id="alice")
     for i in range(50):
@@ -147,7 +151,7 @@ def test_progress_after_other_events_keeps_their_order(emitter: Emitter, sync_re
 
 
 @pytest.mark.timeout(60)
-def test_emit_works_in_a_forked_child(emitter: Emitter, sync_redis) -> None:
+def test_emit_works_in_a_forked_child(emitter: Emitter, sync_redis: redis.Redis) -> None:
     """A child forked after the parent emitted can emit and flush; nothing is duplicated."""
     emitter.emit("system.message", data={"message": "parent-before"})
     assert emitter.flush(timeout=10)
@@ -186,7 +190,7 @@ def default_emitter(settings: Settings) -> Iterator[None]:
     emitter_module._forget_default()
 
 
-def test_module_level_emit_and_flush(default_emitter: None, sync_redis) -> None:
+def test_module_level_emit_and_flush(default_emitter: None, sync_redis: redis.Redis) -> None:
     """realtime.emit/flush publish through the process's emitter, built from the settings."""
     realtime.emit("inventory.low_stock", topic="inventory", data={"sku": "A1", "qty": 2})
     realtime.emit("notification", user_id="alice", data={"title": "Export ready", "url": "/x"})

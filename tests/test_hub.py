@@ -25,6 +25,7 @@ from realtime.tokens import Principal
 pytestmark = pytest.mark.anyio
 
 Frame = dict[str, Any]
+Parts = tuple[Hub, Publisher, Store, Broadcast]
 
 
 class Client:
@@ -74,7 +75,7 @@ class Client:
 
 
 @pytest.fixture
-async def parts(redis_url: str) -> AsyncIterator[tuple[Hub, Publisher, Store, Broadcast]]:
+async def parts(redis_url: str) -> AsyncIterator[Parts]:
     redis = Redis.from_url(redis_url, socket_timeout=5.0)
     store = Store(redis, history_size=1000, history_ttl=600)
     broadcast = Broadcast(backend=RedisBackend(redis_url))
@@ -90,7 +91,7 @@ async def say(publisher: Publisher, n: int = 1, topic: str = "system") -> None:
         await publisher.emit("system.message", data={"message": f"m{i}"}, topic=topic)
 
 
-async def test_two_sessions_on_one_channel_get_identical_frames(parts) -> None:
+async def test_two_sessions_on_one_channel_get_identical_frames(parts: Parts) -> None:
     """Two sessions subscribed to one channel receive the same frames, in the same order."""
     hub, publisher, _, _ = parts
     a, b = Client(hub), Client(hub, "bob")
@@ -104,7 +105,7 @@ async def test_two_sessions_on_one_channel_get_identical_frames(parts) -> None:
     assert len(hub.channels) == 1  # one broadcaster subscription per channel on this node
 
 
-async def test_only_subscribed_channels_are_delivered(parts) -> None:
+async def test_only_subscribed_channels_are_delivered(parts: Parts) -> None:
     """A session gets nothing from channels it never subscribed to or has unsubscribed from."""
     hub, publisher, _, _ = parts
     client = Client(hub)
@@ -121,7 +122,7 @@ async def test_only_subscribed_channels_are_delivered(parts) -> None:
     assert client.seqs("topic:orders") == [1]
 
 
-async def test_since_replays_history_then_goes_live(parts) -> None:
+async def test_since_replays_history_then_goes_live(parts: Parts) -> None:
     """subscribe with since=N gets recovered:true, then N+1..S from history, then live events."""
     hub, publisher, _, _ = parts
     await say(publisher, 5)
@@ -136,7 +137,7 @@ async def test_since_replays_history_then_goes_live(parts) -> None:
     assert client.frames[0]["type"] == "subscribed"
 
 
-async def test_wrong_epoch_or_lost_history_is_not_recovered(parts) -> None:
+async def test_wrong_epoch_or_lost_history_is_not_recovered(parts: Parts) -> None:
     """A wrong epoch, or a since beyond the stream, answers recovered:false and goes live."""
     hub, publisher, _, _ = parts
     await say(publisher, 3)
@@ -154,7 +155,7 @@ async def test_wrong_epoch_or_lost_history_is_not_recovered(parts) -> None:
 
 
 @pytest.mark.timeout(60)
-async def test_subscribe_during_concurrent_publishing_sees_each_seq_once(parts) -> None:
+async def test_subscribe_during_concurrent_publishing_sees_each_seq_once(parts: Parts) -> None:
     """Subscribing while events are published: each seq after the start exactly once, in order."""
     hub, publisher, _, _ = parts
     rng = random.Random(7)
@@ -195,7 +196,7 @@ async def test_subscribe_during_concurrent_publishing_sees_each_seq_once(parts) 
     assert mid_stream >= 10, mid_stream  # the race this test is about did happen
 
 
-async def test_out_of_order_arrival_is_delivered_in_order(parts) -> None:
+async def test_out_of_order_arrival_is_delivered_in_order(parts: Parts) -> None:
     """Messages published in reverse seq order (5 after 6) still reach the session as 5, 6."""
     hub, publisher, store, broadcast = parts
     await say(publisher, 4)
@@ -213,7 +214,7 @@ async def test_out_of_order_arrival_is_delivered_in_order(parts) -> None:
     assert client.seqs("topic:system") == [5, 6]
 
 
-async def test_a_never_published_seq_is_filled_from_history(parts) -> None:
+async def test_a_never_published_seq_is_filled_from_history(parts: Parts) -> None:
     """If seq 5 is stored but never published, seq 6 arriving makes the hub fetch 5 from history."""
     hub, publisher, store, _ = parts
     await say(publisher, 4)
@@ -227,7 +228,7 @@ async def test_a_never_published_seq_is_filled_from_history(parts) -> None:
     assert client.events()[0]["event"]["data"]["message"] == "lost"
 
 
-async def test_lost_stream_restarts_with_recovered_false(parts, redis_url: str) -> None:
+async def test_lost_stream_restarts_with_recovered_false(parts: Parts, redis_url: str) -> None:
     """When the channel's Redis data is lost, subscribers are told (recovered:false, new epoch)."""
     hub, publisher, _, _ = parts
     client = Client(hub)

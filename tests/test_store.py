@@ -30,7 +30,9 @@ def store(redis: Redis) -> Store:
     return Store(redis, history_size=50, history_ttl=600)
 
 
-def event(type_: str = "system.message", data: dict[str, Any] | None = None, **kw: Any) -> dict:
+def event(
+    type_: str = "system.message", data: dict[str, Any] | None = None, **kw: Any
+) -> dict[str, Any]:
     return make_event(type_, data if data is not None else {"message": "hi"}, **kw)
 
 
@@ -70,7 +72,9 @@ async def test_seqs_are_gap_free_across_threads_and_clients(redis_url: str) -> N
         start.wait(10)
         try:
             for _ in range(per_thread // 10):
-                batch = [(e, encode_event(e), "orders") for e in _orders(10)]
+                batch: list[tuple[dict[str, Any], bytes, str | None]] = [
+                    (e, encode_event(e), "orders") for e in _orders(10)
+                ]
                 for stored in await own.append_many(batch):
                     with lock:
                         found.extend(seqs(stored, "topic:orders"))
@@ -86,7 +90,12 @@ async def test_seqs_are_gap_free_across_threads_and_clients(redis_url: str) -> N
     workers = [threading.Thread(target=target) for _ in range(threads)]
     for w in workers:
         w.start()
-    await anyio.to_thread.run_sync(lambda: [w.join(30) for w in workers])
+
+    def join() -> None:
+        for w in workers:
+            w.join(30)
+
+    await anyio.to_thread.run_sync(join)
     assert not errors
     assert sorted(found) == list(range(1, per_thread * threads + 1))
 
@@ -224,11 +233,12 @@ async def test_nothing_follows_a_terminal_event(store: Store) -> None:
     await append(store, event("task.started", {}, task_id="t1", user_id="alice"))
     done = await append(store, event("task.cancelled", {"reason": "user"}, task_id="t1"))
     assert done.status == "ok"
-    for type_, data in [
+    late: list[tuple[str, dict[str, Any]]] = [
         ("task.succeeded", {"result": 1}),
         ("task.failed", {"error": {"type": "E", "message": "m"}}),
         ("task.progress", {"current": 1, "total": 1, "percent": 100}),
-    ]:
+    ]
+    for type_, data in late:
         refused = await append(store, event(type_, data, task_id="t1"))
         assert refused.status == "closed"
         assert refused.messages == []

@@ -23,6 +23,8 @@ from .wsclient import WS, Frame
 
 pytestmark = pytest.mark.anyio
 
+MakeToken = Callable[..., str]
+
 
 @dataclass
 class App:
@@ -94,7 +96,7 @@ async def reply(ws: WS, frame: Frame | str, timeout: float = 5.0) -> Frame:
 # -- connecting --------------------------------------------------------------------------
 
 
-async def test_welcome_is_the_first_frame(app: App, make_token) -> None:
+async def test_welcome_is_the_first_frame(app: App, make_token: MakeToken) -> None:
     """A valid token gets a welcome frame naming the connection, the user and the node."""
     ws = await app.open(make_token("alice"))
     welcome = await ws.recv()
@@ -105,7 +107,7 @@ async def test_welcome_is_the_first_frame(app: App, make_token) -> None:
     await ws.close()
 
 
-async def test_token_in_authorization_header_works(app: App, make_token) -> None:
+async def test_token_in_authorization_header_works(app: App, make_token: MakeToken) -> None:
     """The token may come as an Authorization: Bearer header instead of the query."""
     headers = {"Authorization": f"Bearer {make_token('bob')}"}
     ws = await app.open(None, additional_headers=headers)
@@ -114,7 +116,7 @@ async def test_token_in_authorization_header_works(app: App, make_token) -> None
 
 
 @pytest.mark.parametrize("kind", ["missing", "invalid", "expired", "wrong-secret"])
-async def test_bad_token_gets_error_then_4401(app: App, make_token, kind: str) -> None:
+async def test_bad_token_gets_error_then_4401(app: App, make_token: MakeToken, kind: str) -> None:
     """Missing, invalid or expired token: one error frame (unauthorized), then close 4401."""
     token = {
         "missing": None,
@@ -132,7 +134,7 @@ async def test_bad_token_gets_error_then_4401(app: App, make_token, kind: str) -
 # -- ops and their replies ---------------------------------------------------------------
 
 
-async def test_ping_subscribe_unsubscribe_echo_ref(app: App, make_token) -> None:
+async def test_ping_subscribe_unsubscribe_echo_ref(app: App, make_token: MakeToken) -> None:
     """ping, subscribe and unsubscribe are answered with the client's ref."""
     ws = await app.connect(make_token("alice"))
     assert await reply(ws, {"op": "ping", "ref": 1}) == {"type": "pong", "ref": 1}
@@ -149,7 +151,7 @@ async def test_ping_subscribe_unsubscribe_echo_ref(app: App, make_token) -> None
     await ws.close()
 
 
-async def test_events_flow_until_unsubscribe(app: App, make_token) -> None:
+async def test_events_flow_until_unsubscribe(app: App, make_token: MakeToken) -> None:
     """Events of a subscribed channel arrive as event frames; none after unsubscribing."""
     ws = await app.connect(make_token("alice"))
     await ws.subscribe("user:alice")
@@ -184,7 +186,9 @@ BAD_REQUESTS: list[tuple[str | bytes, Any]] = [
 ]
 
 
-async def test_bad_requests_are_named_and_the_connection_stays(app: App, make_token) -> None:
+async def test_bad_requests_are_named_and_the_connection_stays(
+    app: App, make_token: MakeToken
+) -> None:
     """Each bad_request case gets an error frame with its ref; the connection keeps working."""
     ws = await app.connect(make_token("alice"))
     for raw, ref in BAD_REQUESTS:
@@ -215,7 +219,7 @@ async def test_bad_requests_are_named_and_the_connection_stays(app: App, make_to
     ],
 )
 async def test_refused_subscriptions_are_named(
-    app: App, make_token, user: str, scopes: tuple[str, ...], channel: str, code: str
+    app: App, make_token: MakeToken, user: str, scopes: tuple[str, ...], channel: str, code: str
 ) -> None:
     """Malformed channels are bad_channel and others' channels forbidden, with ref echoed."""
     await app.node.store.create_task("t-alice", "alice", "orders.process")
@@ -242,7 +246,7 @@ async def test_refused_subscriptions_are_named(
     ],
 )
 async def test_allowed_subscriptions(
-    app: App, make_token, user: str, scopes: tuple[str, ...], channel: str
+    app: App, make_token: MakeToken, user: str, scopes: tuple[str, ...], channel: str
 ) -> None:
     """Owners, scope holders and admin may subscribe, as the contract's table says."""
     await app.node.store.create_task("t-alice", "alice", "orders.process")
@@ -251,7 +255,7 @@ async def test_allowed_subscriptions(
     await ws.close()
 
 
-async def test_more_than_100_subscriptions_are_refused(app: App, make_token) -> None:
+async def test_more_than_100_subscriptions_are_refused(app: App, make_token: MakeToken) -> None:
     """The 101st subscription on one connection is too_many_subscriptions; the rest still work."""
     ws = await app.connect(make_token("root", ("admin",)))
     for i in range(100):
@@ -266,7 +270,7 @@ async def test_more_than_100_subscriptions_are_refused(app: App, make_token) -> 
     await ws.close()
 
 
-async def test_frame_over_64_kib_closes_1009(app: App, make_token) -> None:
+async def test_frame_over_64_kib_closes_1009(app: App, make_token: MakeToken) -> None:
     """A client frame over 64 KiB closes the connection with 1009."""
     ws = await app.connect(make_token("alice"))
     await ws.send(json.dumps({"op": "ping", "pad": "x" * 70_000}))
@@ -276,7 +280,7 @@ async def test_frame_over_64_kib_closes_1009(app: App, make_token) -> None:
 # -- task state and recovery -------------------------------------------------------------
 
 
-async def test_task_subscription_carries_state(app: App, make_token) -> None:
+async def test_task_subscription_carries_state(app: App, make_token: MakeToken) -> None:
     """subscribed on a task channel carries the task's state, as GET /tasks/{id} shows it."""
     store, publisher = app.node.store, app.node.publisher
     await store.create_task("t1", "alice", "orders.process")
@@ -303,7 +307,7 @@ async def test_task_subscription_carries_state(app: App, make_token) -> None:
     await other.close()
 
 
-async def test_since_recovers_missed_events_then_goes_live(app: App, make_token) -> None:
+async def test_since_recovers_missed_events_then_goes_live(app: App, make_token: MakeToken) -> None:
     """Reconnecting with since=N and the epoch replays N+1..S, then live, each seq once."""
     ws = await app.connect(make_token("alice"))
     first = await ws.subscribe("user:alice")
@@ -322,7 +326,9 @@ async def test_since_recovers_missed_events_then_goes_live(app: App, make_token)
     await again.close()
 
 
-async def test_task_recovery_without_epoch_replays_whole_history(app: App, make_token) -> None:
+async def test_task_recovery_without_epoch_replays_whole_history(
+    app: App, make_token: MakeToken
+) -> None:
     """since=0 on a task channel replays every event so far, in order, without a state."""
     await app.node.store.create_task("t2", "alice", "orders.process")
     for n in range(1, 4):
@@ -337,7 +343,7 @@ async def test_task_recovery_without_epoch_replays_whole_history(app: App, make_
     await ws.close()
 
 
-async def test_wrong_epoch_is_not_recovered(app: App, make_token) -> None:
+async def test_wrong_epoch_is_not_recovered(app: App, make_token: MakeToken) -> None:
     """A since with another stream's epoch gets recovered:false, the state, then live events."""
     await app.node.store.create_task("t3", "alice", "orders.process")
     await app.node.publisher.emit("task.started", data={}, task_id="t3")
@@ -353,7 +359,7 @@ async def test_wrong_epoch_is_not_recovered(app: App, make_token) -> None:
 
 
 async def test_since_beyond_history_is_not_recovered(
-    serve: Callable[..., Awaitable[App]], make_token
+    serve: Callable[..., Awaitable[App]], make_token: MakeToken
 ) -> None:
     """When history no longer holds N+1 (or N is beyond the stream), recovered is false."""
     app = await serve(history_size=3)
