@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import threading
+from types import FrameType
 from typing import Annotated, Any
 
 import orjson
@@ -19,7 +22,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from realtime import channels
 from realtime.errors import BadRequest, Forbidden, TaskcastError, TooManyConnections
-from realtime.protocol import encode
+from realtime.protocol import WS_1012_SERVICE_RESTART, encode
 from realtime.session import Session
 from realtime.tokens import Principal, bearer, verify
 
@@ -30,6 +33,39 @@ router = APIRouter(tags=["realtime"])
 RETRY_MS = 2000  # the reconnect delay a browser's EventSource uses after the stream ends
 KEEPALIVE = ":keepalive"  # queued like a frame; written as an SSE comment
 UNAVAILABLE_1011 = 1011  # the close reason sent when history is unreachable
+
+
+_streams: set[Session] = set()  # this process's open SSE sessions
+_hooked = False
+
+
+def _hook_shutdown() -> None:
+    """End SSE streams as soon as the server is told to stop, the way uvicorn closes sockets.
+
+    uvicorn closes WebSockets with 1012 at once but waits its whole graceful timeout for open
+    HTTP responses, and an event stream never ends by itself. So we chain the server's own
+    SIGTERM/SIGINT handler (only if it installed one) and close our streams first.
+    """
+    global _hooked
+    if _hooked or threading.current_thread() is not threading.main_thread():
+        return
+    _hooked = True
+    loop = asyncio.get_running_loop()
+
+    def close_streams() -> None:
+        for session in list(_streams):
+            session.close_soon(WS_1012_SERVICE_RESTART, "server restarting")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(close_streams)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 def sse_message(frame: str) -> bytes:
@@ -114,6 +150,8 @@ class EventStream(Response):
             max_bytes=node.settings.outbound_max_bytes,
         )
         watcher = asyncio.create_task(watch_disconnect(), name=f"taskcast-sse-{session.id}")
+        _hook_shutdown()
+        _streams.add(session)
         node.hub.add(session)
         try:
             try:
@@ -136,6 +174,7 @@ class EventStream(Response):
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            _streams.discard(session)
             await node.hub.remove(session)
             with contextlib.suppress(Exception):  # the client may be gone already
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -218,3 +219,17 @@ async def test_closed_stream_leaves_the_hub(sse_web: Web) -> None:
                 if (await http.get("/ws/stats")).json()["connections"] < during["connections"]:
                     break
                 await anyio.sleep(0.05)
+
+
+async def test_server_shutdown_ends_streams_at_once(spawn) -> None:  # type: ignore[no-untyped-def]
+    """On SIGTERM a stream gets `close` 1012 and ends before uvicorn's 3 s graceful timeout."""
+    web: Web = spawn("web", name="sse-shutdown")
+    user, token = fresh_user()
+    async with stream(web, f"user:{user}", token) as sse:
+        assert (await sse.next())["data"]["type"] == "subscribed"
+        started = anyio.current_time()
+        web.signal(signal.SIGTERM)
+        close = await sse.next(timeout=10)
+        elapsed = anyio.current_time() - started
+    assert close["data"] == {"type": "close", "code": 1012, "reason": "server restarting"}
+    assert elapsed < 2.0, f"stream ended {elapsed:.1f}s after SIGTERM"
