@@ -104,7 +104,7 @@ async def test_resume_after_disconnect_loses_nothing(alice: User) -> None:
     first = await ws.subscribe(channel, since=0)
     epoch = first["epoch"]
     await ws.recv_until(
-        lambda f: f.get("channel") == channel and f["event"]["type"] == "order.status_changed"
+        lambda f: f.get("channel") == channel and f["event"]["type"] == "task.progress"
     )
     seen = ws.events(channel)
     await ws.close()

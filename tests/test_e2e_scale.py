@@ -165,11 +165,12 @@ async def test_unsubscribed_channel_goes_quiet_while_others_deliver(alice: User)
     ws = await alice.connect()
     user_channel = f"user:{alice.name}"
     await ws.subscribe(user_channel)
-    posted = await alice.order()
+    rows = [{"sku": f"S{i}", "qty": 100, "location": "main"} for i in range(600)]
+    posted = await alice.import_rows(rows)  # 12 batches: runs over a second
     channel = f"task:{posted['task_id']}"
     await ws.subscribe(channel, since=0)
     await ws.recv_until(
-        lambda f: f.get("channel") == channel and f["event"]["type"] == "order.created"
+        lambda f: f.get("channel") == channel and f["event"]["type"] == "inventory.updated"
     )
     await ws.send({"op": "unsubscribe", "channel": channel, "ref": 1})
     reply = await ws.recv_until(lambda f: f.get("ref") == 1)
@@ -181,6 +182,6 @@ async def test_unsubscribed_channel_goes_quiet_while_others_deliver(alice: User)
     after = ws.frames[cut:]
     assert [f for f in after if f.get("channel") == channel] == []
     later = [f for f in after if f.get("channel") == user_channel]
-    assert later, "the order ended before the unsubscribe: nothing was tested"
+    assert later, "the import ended before the unsubscribe: nothing was tested"
     assert later[-1]["event"]["type"] == "task.succeeded"
     assert later[-1]["event"]["task_id"] == posted["task_id"]
