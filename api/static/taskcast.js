@@ -67,7 +67,7 @@ export class Taskcast extends EventTarget {
 
   /** Open the connection (or reopen after "signed-out" / "closed"). */
   connect() {
-    if (this.ws && this.state !== "signed-out" && this.state !== "closed") return this;
+    if (["connecting", "open", "reconnecting"].includes(this.state)) return this;
     this.attempt = 0;
     this.#open("connecting");
     return this;
@@ -116,7 +116,14 @@ export class Taskcast extends EventTarget {
     if (this.state !== state) return; // closed meanwhile
     const url = socketUrl(this.url);
     if (token) url.searchParams.set("token", token);
-    const ws = new this.WebSocket(url.toString());
+    let ws;
+    try {
+      ws = new this.WebSocket(url.toString());
+    } catch {
+      this.#setState("reconnecting");
+      this.#scheduleRetry();
+      return;
+    }
     this.ws = ws;
     ws.onmessage = (msg) => this.#onFrame(ws, msg.data);
     ws.onclose = (ev) => this.#onClose(ws, ev.code);
