@@ -52,6 +52,7 @@ class Load:
         self.latencies: list[float] = []
         self.first = self.last = 0.0
         self.failed = 0
+        self.retries = 0
         self.errors: list[str] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -95,13 +96,21 @@ class Load:
                 ping_interval=None, max_size=2**20, open_timeout=60,
             )  # fmt: skip
             channel = "topic:notifications" if conn.key == "topic" else f"user:{conn.key}"
-            await ws.send(orjson.dumps({"op": "subscribe", "channel": channel}).decode())
+            subscribe = orjson.dumps({"op": "subscribe", "channel": channel}).decode()
+            await ws.send(subscribe)
+            tries = 0
             while True:
                 frame = orjson.loads(await ws.recv())
                 if frame["type"] == "subscribed":
                     conn.last[-1] = int(frame["seq"])
                     return ws
-                if frame["type"] == "error":
+                if frame["type"] == "error" and frame.get("code") == "unavailable" and tries < 10:
+                    # What a real client does: retry a moment later (counted and reported).
+                    tries += 1
+                    self.retries += 1
+                    await asyncio.sleep(0.5)
+                    await ws.send(subscribe)
+                elif frame["type"] == "error":
                     raise RuntimeError(f"subscribe refused: {frame}")
         ws = await connect(
             f"{self.url}&room={conn.key}", compression=self.compression,
@@ -224,7 +233,8 @@ async def main() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     load = Load(json.loads(await reader.readline()))
     await load.open_all()
-    print(json.dumps({"ready": len(load.sockets), "failed": load.failed, "errors": load.errors}))
+    ready = {"ready": len(load.sockets), "failed": load.failed, "retries": load.retries}
+    print(json.dumps({**ready, "errors": load.errors}))
     sys.stdout.flush()
     while True:
         line = (await reader.readline()).decode().split()

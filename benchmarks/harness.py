@@ -111,6 +111,13 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
     ("spread", "server_cpu_us", "spread: server CPU µs/event", "lower", None),
     ("idle_isolation", "rss_kib_per_conn_mid", "idle: server KiB/conn (mid)", "lower", None),
     ("idle_isolation", "rss_kib_per_conn_many", "idle: server KiB/conn (many)", "lower", "<= 20"),
+    (
+        "idle_isolation",
+        "subscribe_retries",
+        "idle: subscribes refused `unavailable`",
+        "lower",
+        "== 0",
+    ),
     ("idle_isolation", "p99_few_ms", "isolation: p99 ms, 10 idle", "lower", None),
     ("idle_isolation", "p99_many_ms", "isolation: p99 ms, many idle", "lower", None),
     ("idle_isolation", "iso_ratio_p50", "isolation ratio p50 (many/10)", "lower", "<= 1.1"),

@@ -61,6 +61,7 @@ class Clients:
         self._send(json.dumps({"system": system, "url": url, "groups": groups, **conf}))
         want = sum(int(g["n"]) for g in groups)
         ready = json.loads(_readline(self.proc, 600, "clients to connect"))
+        self.retries = int(ready.get("retries", 0))  # subscribes answered `unavailable`
         if ready["ready"] != want:
             self.close()
             raise RuntimeError(f"only {ready['ready']} of {want} clients connected: {ready}")
@@ -368,6 +369,7 @@ def idle_isolation(ctx: Context, system: str) -> dict[str, Any]:
             out["iso_ratio_p50"] = out["p50_many_ms"] / out["p50_few_ms"]
             out["iso_ratio_p99"] = out["p99_many_ms"] / out["p99_few_ms"]
             out["rss_mib_total"] = rss_bytes(server.pid) / KIB / KIB
+            out["subscribe_retries"] = sum(c.retries for c in opened)
         finally:
             for c in opened:
                 c.close()
