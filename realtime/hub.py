@@ -14,13 +14,14 @@ from broadcaster import Broadcast
 from . import metrics
 from .backend import CONTROL_CHANNEL, RESYNC
 from .errors import Unavailable
-from .protocol import encode
+from .protocol import WS_1011_INTERNAL_ERROR, encode
 from .session import Session, Subscription
 from .store import Message, Snapshot, Store
 
 logger = logging.getLogger("taskcast.hub")
 
 IDLE_GRACE = 10.0  # seconds a channel with no sessions stays subscribed (cheap re-joins)
+REPLAY_PAGE = 256  # history entries read per round trip while a session catches up
 READY_TIMEOUT = 5.0
 
 
@@ -88,17 +89,17 @@ class Hub:
     async def subscribe(
         self, session: Session, name: str, since: int | None = None, epoch: str | None = None
     ) -> tuple[dict[str, Any], list[Message]]:
-        """Join `name` for `session`; returns the `subscribed` frame and the history to replay.
+        """Join `name` for `session`; returns the `subscribed` frame and the first page of history.
 
-        The caller pushes the frame, then `finish_subscribe` sends the replay and the events
-        that arrived meanwhile, so the session sees each seq once, in order.
+        The caller pushes the frame, then `finish_subscribe` sends the replay, paced by the
+        session's queue, until the session has caught up with the live stream.
         """
         channel = await self._channel(name)
         sub = Subscription()
         channel.sessions[session] = sub
         session.subs[name] = sub
         try:
-            snap = await self.store.read(name, since=since)
+            snap = await self.store.read(name, since=since, limit=REPLAY_PAGE)
         except Exception:  # noqa: BLE001 - Redis away: the client is told, may retry
             self._leave(session, name)
             raise Unavailable("history is unreachable; retry") from None
@@ -119,20 +120,58 @@ class Hub:
         return frame, replay
 
     def finish_subscribe(self, session: Session, name: str, replay: list[Message]) -> None:
-        """Send the replay, then what arrived live meanwhile, then switch to live delivery."""
+        """Send the first page of history; go live now if caught up, else keep replaying."""
         sub = session.subs.get(name)
-        if sub is None:
+        channel = self.channels.get(name)
+        if sub is None or channel is None:
             return
-        pending = sub.pending or []
-        sub.pending = None
-        for message in replay:
-            if message.seq > sub.last:
+        self._send_history(session, sub, replay)
+        if not self._go_live(channel, sub):
+            sub.replay = asyncio.create_task(self._replay(session, name, sub))
+
+    @staticmethod
+    def _send_history(session: Session, sub: Subscription, messages: list[Message]) -> None:
+        """Queue history in order while the session has room; the replay task sends the rest."""
+        for message in messages:
+            if session.crowded:
+                return
+            if message.seq == sub.last + 1:
                 sub.last = message.seq
                 session.push(message.frame, message.coalesce_key)
-        for message in pending:
-            if message.seq > sub.last:
-                sub.last = message.seq
-                session.push(message.frame, message.coalesce_key)
+
+    @staticmethod
+    def _go_live(channel: _Channel, sub: Subscription) -> bool:
+        """Switch to live delivery once the session has everything the node has fanned out.
+
+        No await separates the check from the switch, so no fanned-out seq falls between.
+        """
+        if sub.last >= channel.last_seq:
+            sub.replaying = False
+        return not sub.replaying
+
+    async def _replay(self, session: Session, name: str, sub: Subscription) -> None:
+        """Page through history as the session's queue drains: a long catch-up never floods it."""
+        try:
+            while True:
+                await session.room()
+                if session.closed or session.subs.get(name) is not sub:
+                    return
+                snap = await self.store.read(name, since=sub.last, limit=REPLAY_PAGE)
+                channel = self.channels.get(name)
+                if channel is None or session.subs.get(name) is not sub:
+                    return
+                if snap.entries and snap.recoverable and snap.epoch == channel.epoch:
+                    self._send_history(session, sub, snap.entries)
+                elif sub.last < channel.last_seq:
+                    # History lost what this session still needed (trimmed, expired, new epoch).
+                    self._notify_restart(session, sub, channel, snap)
+                if self._go_live(channel, sub):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Redis away: the session resumes with since
+            logger.warning("replay of %s failed: %s", name, type(exc).__name__)
+            session.close_soon(WS_1011_INTERNAL_ERROR, "history unavailable; resume with since")
 
     def unsubscribe(self, session: Session, name: str) -> bool:
         if name not in session.subs:
@@ -145,7 +184,9 @@ class Hub:
         channel = self.channels.get(name)
         if channel is None:
             return
-        channel.sessions.pop(session, None)
+        sub = channel.sessions.pop(session, None)
+        if sub is not None and sub.replay is not None:
+            sub.replay.cancel()
         if not channel.sessions and channel.reaper is None:
             loop = asyncio.get_running_loop()
             channel.reaper = loop.call_later(self.idle_grace, self._reap, channel)
@@ -218,9 +259,7 @@ class Hub:
         frame = message.frame
         key = message.coalesce_key
         for session, sub in channel.sessions.items():
-            if sub.pending is not None:
-                sub.pending.append(message)
-            elif seq > sub.last:
+            if seq > sub.last and not sub.replaying:
                 sub.last = seq
                 session.push(frame, key)
         if message.emitted_ms:
@@ -267,16 +306,20 @@ class Hub:
         channel.epoch = snap.epoch
         channel.last_seq = snap.seq
         channel.pending.clear()
-        frame = {"type": "subscribed", "channel": channel.name, "seq": snap.seq}
+        for session, sub in channel.sessions.items():
+            self._notify_restart(session, sub, channel, snap)
+
+    @staticmethod
+    def _notify_restart(
+        session: Session, sub: Subscription, channel: _Channel, snap: Snapshot
+    ) -> None:
+        """A `subscribed` frame with `recovered: false` (and state): what was lost is not coming."""
+        frame: dict[str, Any] = {"type": "subscribed", "channel": channel.name, "seq": snap.seq}
         frame.update({"epoch": snap.epoch, "recovered": False})
         if channel.name.startswith("task:"):
             frame["state"] = snap.state
-        encoded = encode(frame)
-        for session, sub in channel.sessions.items():
-            sub.last = snap.seq
-            if sub.pending is not None:
-                sub.pending.clear()
-            session.push(encoded)
+        sub.last = max(snap.seq, channel.last_seq) if snap.epoch == channel.epoch else snap.seq
+        session.push(encode(frame))
 
     async def _listen_control(self, ready: asyncio.Event) -> None:
         async with self.broadcast.subscribe(CONTROL_CHANNEL) as subscriber:

@@ -8,11 +8,10 @@ import itertools
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import metrics
 from .protocol import WS_4008_SLOW_CONSUMER
-from .store import Message
 from .tokens import Principal
 
 Send = Callable[[str], Awaitable[None]]
@@ -23,10 +22,11 @@ _ids = itertools.count(1)
 
 @dataclass(slots=True)
 class Subscription:
-    """A session's place in one channel: the last seq it was sent, and a buffer while replaying."""
+    """A session's place in one channel: the last seq it was sent; live once caught up."""
 
     last: int = 0
-    pending: list[Message] | None = field(default_factory=list)
+    replaying: bool = True  # history is still being sent: live fan-out skips this one
+    replay: asyncio.Task[None] | None = None
 
 
 class Session:
@@ -43,9 +43,10 @@ class Session:
         "_close",
         "_close_code",
         "_coalesce",
-        "_queue",
-        "_send",
         "_pressure",
+        "_queue",
+        "_room",
+        "_send",
         "_wake",
         "_writer",
         "closed",
@@ -80,6 +81,7 @@ class Session:
         self._coalesce: dict[str, list[str | None]] = {}
         self._bytes = 0
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -88,6 +90,7 @@ class Session:
     async def stop(self) -> None:
         """Stop the writer (the connection is gone or closing)."""
         self.closed = True
+        self._room.set()
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -97,7 +100,7 @@ class Session:
         """Queue a frame; never blocks. Called by the hub for every recipient of an event."""
         if self.closed:
             return
-        if coalesce_key and len(self._queue) >= self._pressure:
+        if coalesce_key and self.crowded:
             old = self._coalesce.get(coalesce_key)
             if old is not None and old[0] is not None:
                 self._bytes -= len(old[0])
@@ -140,6 +143,17 @@ class Session:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def crowded(self) -> bool:
+        """Past the pressure mark (frames, or half the bytes): replay waits, progress merges."""
+        return len(self._queue) >= self._pressure or self._bytes * 2 >= self.max_bytes
+
+    async def room(self) -> None:
+        """Wait until the queue is no longer crowded (paced history replay uses this)."""
+        while self.crowded and not self.closed:
+            self._room.clear()
+            await self._room.wait()
+
     async def _run(self) -> None:
         queue_pop = self._queue.popleft
         try:
@@ -156,6 +170,8 @@ class Session:
                     self._bytes -= len(frame)
                     await self._send(frame)
                     metrics.COUNTS.frames_out += 1
+                    if not self._room.is_set() and not self.crowded:
+                        self._room.set()
                 if self._close_code is not None:
                     self.closed = True
                     code, reason = self._close_code

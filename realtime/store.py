@@ -134,8 +134,9 @@ if tkey ~= '' then state = redis.call('HGETALL', tkey) end
 local out = {seq, epoch, first, state}
 if since >= 0 and since < seq and since + 1 >= first then
   local start = since + 1 - first
-  if limit > 0 and seq - since > limit then return out end
-  local entries = redis.call('LRANGE', hkey, start, -1)
+  local stop = -1
+  if limit > 0 then stop = start + limit - 1 end
+  local entries = redis.call('LRANGE', hkey, start, stop)
   for i = 1, #entries do out[#out + 1] = entries[i] end
 end
 return out
@@ -291,7 +292,7 @@ class Store:
         return [_stored(out) for out in results]
 
     async def read(self, channel: str, since: int | None = None, limit: int = 0) -> Snapshot:
-        """Position, state and the history after `since` (`None`: position and state only)."""
+        """Position, state and the history after `since` (`None`: none), `limit` entries at most."""
         tkey = f"{PREFIX}t:{channel[5:]}" if channel.startswith("task:") else ""
         out = await self._read(
             keys=[f"{PREFIX}c:{channel}", f"{PREFIX}h:{channel}", tkey],

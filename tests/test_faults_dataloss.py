@@ -32,7 +32,9 @@ async def test_redis_losing_its_data_starts_new_epochs(
     token = make_token("dave")
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=web.url, headers=headers) as http:
-        posted = await http.post("/orders", json={"customer_id": "c", "items": [{"sku": "A", "qty": 1}]})
+        posted = await http.post(
+            "/orders", json={"customer_id": "c", "items": [{"sku": "A", "qty": 1}]}
+        )
         task_id = posted.json()["task_id"]
         ws = await WS.open(web.ws_url, token)
         await ws.recv()
@@ -63,7 +65,9 @@ async def test_redis_losing_its_data_starts_new_epochs(
         assert resumed["recovered"] is False, "an old epoch never resumes into a new stream"
         assert resumed["epoch"] == notice["epoch"]
 
-        again = await http.post("/orders", json={"customer_id": "c", "items": [{"sku": "A", "qty": 1}]})
+        again = await http.post(
+            "/orders", json={"customer_id": "c", "items": [{"sku": "A", "qty": 1}]}
+        )
         assert again.status_code == 202
         second = again.json()["task_id"]
         await other.subscribe(f"task:{second}", since=0)

@@ -44,7 +44,8 @@ async def test_client_loses_nothing_when_its_node_goes(
 ) -> None:
     """A node that goes away (gracefully: close 1012) costs its clients nothing after resume."""
     first, second = spawn("web", "node-a"), spawn("web", "node-b")
-    assert isinstance(first, Web) and isinstance(second, Web)
+    assert isinstance(first, Web)
+    assert isinstance(second, Web)
     token = make_token("carol")
     ws = await WS.open(first.ws_url, token)
     await ws.recv()

@@ -49,12 +49,16 @@ async def test_api_node_rides_out_redis_restart(
     assert sub["type"] == "subscribed"
 
     async with httpx.AsyncClient(base_url=web.url, headers=headers) as http:
-        first = await http.post("/orders", json={"customer_id": "c1", "items": [{"sku": "A", "qty": 1}]})
+        first = await http.post(
+            "/orders", json={"customer_id": "c1", "items": [{"sku": "A", "qty": 1}]}
+        )
         await ws.recv_until(terminal, timeout=20)
 
         durable.stop()
         wait_for(lambda: status(web.url) == 503, 10, "/readyz to report 503 while Redis is down")
-        reply = await http.post("/orders", json={"customer_id": "c1", "items": [{"sku": "A", "qty": 1}]})
+        reply = await http.post(
+            "/orders", json={"customer_id": "c1", "items": [{"sku": "A", "qty": 1}]}
+        )
         assert reply.status_code == 503
         assert reply.json()["error"]["code"] == "unavailable"
         durable.start()
@@ -62,7 +66,9 @@ async def test_api_node_rides_out_redis_restart(
         wait_for(lambda: status(web.url) == 200, 10, "/readyz to recover after Redis restarts")
         recovered_in = time.monotonic() - back
 
-        second = await http.post("/orders", json={"customer_id": "c2", "items": [{"sku": "B", "qty": 1}]})
+        second = await http.post(
+            "/orders", json={"customer_id": "c2", "items": [{"sku": "B", "qty": 1}]}
+        )
         assert second.status_code == 202, second.text
         done = await ws.recv_until(
             lambda f: terminal(f) and f["event"]["task_id"] == second.json()["task_id"], timeout=20

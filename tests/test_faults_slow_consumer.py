@@ -1,0 +1,132 @@
+"""Slow consumers: bounded per-connection queues; a stalled reader cannot hurt anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+
+from .processes import ROOT, Web, Worker
+from .wsclient import WS
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(120)]
+
+EVENTS = 3000
+RSS_BOUND_MB = 200
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class StalledClient:
+    """A WebSocket client that stops reading its socket (tiny receive buffer, no reads)."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.setblocking(False)
+        self.proto = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws?token={token}"))
+        self.frames = 0
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        for data in self.proto.data_to_send():
+            await loop.sock_sendall(self.sock, data)
+
+    async def open(self, channel: str) -> None:
+        self.proto.send_request(self.proto.connect())
+        await self._flush()
+        while self.proto.handshake_exc is None and not self.proto.events_received():
+            self.proto.receive_data(await asyncio.get_running_loop().sock_recv(self.sock, 4096))
+            if self.proto.state.name == "OPEN":
+                break
+        self.proto.send_text(f'{{"op": "subscribe", "channel": "{channel}"}}'.encode())
+        await self._flush()
+
+    async def read_to_close(self) -> int | None:
+        """Resume reading: count frames until the server closes; the close code."""
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.sock, 1 << 16)
+            if not data:
+                self.proto.receive_eof()
+            else:
+                self.proto.receive_data(data)
+            for event in self.proto.events_received():
+                if isinstance(event, Frame) and event.opcode == Opcode.TEXT:
+                    self.frames += 1
+            await self._flush()
+            if self.proto.close_code is not None or not data:
+                self.sock.close()
+                return self.proto.close_code
+
+
+async def test_stalled_reader_is_cut_off_and_others_stay_fast(
+    redis_url: str, spawn: Callable[..., Web | Worker], make_token: Callable[..., str]
+) -> None:
+    """The fast reader's p99 stays under 100 ms; RSS stays bounded; the stalled one gets 4008."""
+    web = spawn(
+        "web", TASKCAST_OUTBOUND_MAX_FRAMES="256", TASKCAST_OUTBOUND_MAX_BYTES=str(512 * 1024)
+    )
+    assert isinstance(web, Web)
+    token = make_token("erin")
+    slow = StalledClient(web.port, token)
+    await slow.open("user:erin")
+    fast = await WS.open(web.ws_url, token)
+    await fast.recv()
+    await fast.subscribe("user:erin")
+    rss_before = rss_mb(web.proc.pid)
+
+    latencies: list[float] = []
+    load = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block the loop
+        [sys.executable, "-m", "tests.emit_load", redis_url, "erin", str(EVENTS), "1000", "8000"],
+        cwd=ROOT,
+    )
+    with anyio.fail_after(60):
+        while len(latencies) < EVENTS:
+            raw = await fast.conn.recv()
+            received_at = time.time()
+            if '"type":"event"' in raw[:20]:
+                ts = raw[raw.index('"ts":"') + 6 :].split('"', 1)[0]
+                latencies.append(received_at - datetime.fromisoformat(ts).timestamp())
+    assert load.wait(30) == 0
+    rss_after = rss_mb(web.proc.pid)
+    p99 = statistics.quantiles(latencies, n=100)[98]
+    print(f"fast reader p99 {p99 * 1000:.1f} ms; server RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+    assert rss_after < RSS_BOUND_MB
+
+    # The stalled reader resumes reading: it gets what was in flight, then close 4008.
+    with anyio.fail_after(30):
+        code = await slow.read_to_close()
+    assert code == 4008, f"slow consumer closed with {code}"
+    assert slow.frames < EVENTS
+    print(f"stalled reader got {slow.frames} frames, then 4008")
+
+    # ...and catches up from history with `since`, losing nothing.
+    again = await WS.open(web.ws_url, token)
+    await again.recv()
+    reply = await again.subscribe("user:erin", since=0)
+    assert reply["recovered"] is True
+    await again.recv_until(lambda f: f.get("seq") == EVENTS, timeout=30)
+    assert [f["seq"] for f in again.events()] == list(range(1, EVENTS + 1))
+    assert all(f["event"]["data"]["title"] == f"n{f['seq'] - 1}" for f in again.events())
+    await again.close()
+    await fast.close()
+    assert p99 < 0.1
