@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from broadcaster import Broadcast
 from redis.asyncio import Redis
 
 from realtime.backend import RedisBackend
+from realtime.emitter import Emitter
 from realtime.events import encode_event, make_event
 from realtime.hub import Hub
 from realtime.protocol import WS_4008_SLOW_CONSUMER, encode
@@ -77,7 +79,7 @@ class Client:
 @pytest.fixture
 async def parts(redis_url: str) -> AsyncIterator[Parts]:
     redis = Redis.from_url(redis_url, socket_timeout=5.0)
-    store = Store(redis, history_size=1000, history_ttl=600)
+    store = Store(redis, history_size=5000, history_ttl=600)
     broadcast = Broadcast(backend=RedisBackend(redis_url))
     async with broadcast, Hub(broadcast, store) as hub:
         yield hub, Publisher(store, broadcast), store, broadcast
@@ -194,6 +196,63 @@ async def test_subscribe_during_concurrent_publishing_sees_each_seq_once(parts: 
             assert client.seqs(channel) == list(range(first, final + 1)), (iteration, since, frame)
             await hub.remove(client.session)
     assert mid_stream >= 10, mid_stream  # the race this test is about did happen
+
+
+@pytest.mark.timeout(60)
+async def test_subscribe_while_another_thread_emits_sees_each_seq_once(
+    parts: Parts, redis_url: str
+) -> None:
+    """With a worker-style emitter thread publishing, late joiners see every later seq once."""
+    hub, _, store, _ = parts
+    emitter = Emitter(redis_url, history_size=5000, history_ttl=600)
+    rng = random.Random(11)
+    total = 600
+    clients: list[tuple[Client, Frame, int | None]] = []
+
+    def produce() -> None:
+        for i in range(total):
+            emitter.emit("client.updated", data={"client_id": f"c{i}", "changes": {}})
+            if i % 20 == 19:
+                time.sleep(0.005)  # pacing, like a task doing work between emits
+        assert emitter.flush(timeout=30)
+
+    producer = asyncio.create_task(anyio.to_thread.run_sync(produce))
+    while not producer.done() and len(clients) < 12:
+        seq = (await store.read("topic:clients")).seq
+        since = rng.choice([None, seq, max(0, seq - rng.randint(0, 50))])
+        client = Client(hub)
+        clients.append((client, await client.subscribe("topic:clients", since=since), since))
+        await asyncio.sleep(rng.uniform(0, 0.01))
+    await producer
+    mid_stream = 0
+    for client, frame, since in clients:
+        first = frame["seq"] + 1 if since is None else since + 1
+        if first <= total:
+            await client.wait_seq("topic:clients", total)
+        assert client.seqs("topic:clients") == list(range(first, total + 1)), (since, frame)
+        mid_stream += 0 < frame["seq"] < total
+    assert mid_stream >= 3, mid_stream
+
+
+@pytest.mark.timeout(60)
+async def test_long_replay_then_live_while_publishing(parts: Parts) -> None:
+    """Catching up on 3000 events of history while more are published: every seq once, in order."""
+    hub, publisher, store, _ = parts
+    batch = [(make_event("system.message", {"message": str(i)}), "system") for i in range(3000)]
+    await publisher.publish_many(batch)
+
+    async def produce() -> None:
+        for _ in range(200):
+            await say(publisher)
+
+    producer = asyncio.create_task(produce())
+    client = Client(hub)
+    frame = await client.subscribe("topic:system", since=0)
+    assert frame["recovered"] is True
+    await producer
+    await client.wait_seq("topic:system", 3200, timeout=30)
+    assert client.seqs("topic:system") == list(range(1, 3201))
+    assert (await store.read("topic:system")).seq == 3200
 
 
 async def test_out_of_order_arrival_is_delivered_in_order(parts: Parts) -> None:
