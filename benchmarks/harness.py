@@ -282,7 +282,7 @@ def main() -> None:
     (results / f"{stamp}.json").write_text(json.dumps({"machine": info, "runs": runs}, indent=1))
     (results / f"{stamp}.md").write_text(head + "\n\n" + text + "\n")
     print(f"\nsaved benchmarks/results/{stamp}.md and .json; logs in {log_dir}")
-    for profile in sorted(results.glob("profile-*.txt")) if args.profile else []:
+    for profile in sorted(log_dir.glob("profile-*.txt")):
         summary = results / f"{stamp}-{profile.stem}-summary.txt"
         summary.write_text(summarise(profile))
         print(f"profile summary: {summary}")

@@ -248,7 +248,7 @@ def _profile(
     """With --profile: py-spy on the taskcast server for the 5k/s one-client run."""
     if not (ctx.profile and system == "taskcast" and rate == 5000):
         return None
-    out = ctx.log_dir.parent / "profile-taskcast-one-client-5k.txt"
+    out = ctx.log_dir / "profile-taskcast-one-client-5k.txt"
     return subprocess.Popen(
         [str(Path(PY).parent / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw",
          "--duration", str(int(duration) + 1), "--rate", "200", "--nonblocking", "--output",
@@ -259,7 +259,7 @@ def _profile(
 
 def max_rate(ctx: Context, system: str) -> dict[str, Any]:
     """The highest rate (one client, one channel) with p99 ≤ 100 ms and no loss."""
-    ladder = ctx.size([2000, 5000, 10_000, 15_000, 20_000, 30_000], [5000, 10_000, 20_000])
+    ladder = ctx.size([1000, 2000, 5000, 10_000, 15_000, 20_000, 30_000], [1000, 5000, 10_000])
     duration = ctx.size(5, 2)
     best, bound = 0, ""
     steps: list[list[Any]] = []
