@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -150,27 +150,36 @@ def test_progress_after_other_events_keeps_their_order(
     assert set(types[1:-1]) == {"task.progress"}
 
 
+def run_in_child(body: Callable[[], bool], timeout: float = 30.0) -> int:
+    """Fork; the child runs `body` and exits 0 if it returned True. Returns the child's pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if body() else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return pid
+        assert time.monotonic() < deadline, "forked child did not finish"
+        time.sleep(0.02)
+
+
 @pytest.mark.timeout(60)
 def test_emit_works_in_a_forked_child(emitter: Emitter, sync_redis: redis.Redis) -> None:
     """A child forked after the parent emitted can emit and flush; nothing is duplicated."""
     emitter.emit("system.message", data={"message": "parent-before"})
     assert emitter.flush(timeout=10)
-    pid = os.fork()
-    if pid == 0:  # the child: emit, flush, report by exit code only
-        code = 1
-        try:
-            emitter.emit("system.message", data={"message": "child"})
-            code = 0 if emitter.flush(timeout=20) else 2
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 30
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        assert time.monotonic() < deadline, "forked child did not finish"
-        time.sleep(0.02)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> bool:
+        emitter.emit("system.message", data={"message": "child"})
+        return emitter.flush(timeout=20)
+
+    pid = run_in_child(child)
     emitter.emit("system.message", data={"message": "parent-after"})
     assert emitter.flush(timeout=10)
     stored = history(sync_redis, "topic:system")
@@ -181,6 +190,25 @@ def test_emit_works_in_a_forked_child(emitter: Emitter, sync_redis: redis.Redis)
     ]
     assert [m.seq for m, _ in stored] == [1, 2, 3]
     assert stored[1][1]["event"]["source"].endswith(f"/{pid}")
+
+
+@pytest.mark.timeout(60)
+def test_fork_with_events_in_flight_duplicates_nothing(
+    emitter: Emitter, sync_redis: redis.Redis
+) -> None:
+    """Forking while the parent still has events queued: the child never publishes them again."""
+    for i in range(300):
+        emitter.emit("system.message", data={"message": f"p{i}"})
+
+    def child() -> bool:
+        emitter.emit("system.message", data={"message": "child"})
+        return emitter.flush(timeout=20)
+
+    run_in_child(child)
+    assert emitter.flush(timeout=20)
+    stored = [f["event"]["data"]["message"] for _, f in history(sync_redis, "topic:system")]
+    assert sorted(stored) == sorted([f"p{i}" for i in range(300)] + ["child"])
+    assert [m for m in stored if m != "child"] == [f"p{i}" for i in range(300)]
 
 
 @pytest.fixture
