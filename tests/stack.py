@@ -60,6 +60,7 @@ class Stack:
             proc.stop()
 
     def print_logs(self) -> None:
+        """The tail of every process's log, for a failing test's report."""
         for log in sorted(self.log_dir.glob("*.log")):
             text = log.read_text(errors="replace")[-4000:]
             print(f"\n===== {log.name} (last 4000 chars) =====\n{text}")
@@ -67,6 +68,7 @@ class Stack:
 
 @contextmanager
 def running(redis_server: RedisServer, log_dir: Path, **options: Any) -> Iterator[Stack]:
+    """A started stack (options as `Stack.start`), stopped however the module ends."""
     stack = Stack(redis_server, log_dir)
     try:
         stack.start(**options)
