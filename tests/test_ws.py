@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from api.deps import Node
 from api.main import create_app
+from realtime.emitter import Emitter
 from realtime.settings import Settings
 from realtime.tokens import issue
 
@@ -377,3 +379,37 @@ async def test_since_beyond_history_is_not_recovered(
     await ws.recv_until(lambda f: f.get("seq") == 7)
     assert [f["seq"] for f in ws.events()] == [4, 5, 6, 7]
     await ws.close()
+
+
+@pytest.mark.timeout(60)
+async def test_resume_while_a_worker_emits_sees_each_seq_once(
+    app: App, make_token: MakeToken, redis_url: str
+) -> None:
+    """Clients that join or resume while a worker-style emitter publishes get every seq once."""
+    emitter = Emitter(redis_url, history_size=5000, history_ttl=600)
+    total = 400
+
+    def produce() -> None:
+        for i in range(total):
+            emitter.progress("job1", i + 1, total)
+            emitter.emit("notification", data={"title": str(i)}, user_id="alice")
+            if i % 20 == 19:
+                time.sleep(0.005)  # pacing, like a task doing work between emits
+        assert emitter.flush(timeout=30)
+
+    producer = asyncio.create_task(anyio.to_thread.run_sync(produce))
+    clients: list[tuple[WS, Frame, int | None]] = []
+    token = make_token("alice")
+    while not producer.done() and len(clients) < 6:
+        ws = await app.connect(token)
+        seq = (await app.node.store.read("user:alice")).seq
+        since = [None, seq, max(0, seq - 30)][len(clients) % 3]
+        clients.append((ws, await ws.subscribe("user:alice", since=since), since))
+    await producer
+    assert sum(0 < frame["seq"] < total for _, frame, _ in clients) >= 2  # joined mid-stream
+    for ws, frame, since in clients:
+        first = frame["seq"] + 1 if since is None else since + 1
+        if first <= total:
+            await ws.recv_until(lambda f: f.get("seq") == total)
+        assert [f["seq"] for f in ws.events()] == list(range(first, total + 1)), (since, frame)
+        await ws.close()
