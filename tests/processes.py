@@ -86,9 +86,12 @@ class RedisServer:
         self.proc.wait(10)
         self.proc = None
 
-    def restart(self, down_for: float = 0.0, flush: bool = False) -> None:
-        """Stop the server (its clients see the connection drop), optionally lose data, start."""
-        self.stop(kill=True)
+    def restart(self, down_for: float = 0.0, flush: bool = False, graceful: bool = False) -> None:
+        """Stop the server (its clients see the connection drop), optionally lose data, start.
+
+        `graceful` stops with SIGTERM, so an append-only file is flushed and nothing is lost.
+        """
+        self.stop(kill=not graceful)
         if flush:
             for name in os.listdir(self.dir):
                 if name != "redis.log":

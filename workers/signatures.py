@@ -24,6 +24,10 @@ def celery_config(redis_url: str, visibility_timeout: int = 3600) -> dict[str, A
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
         "result_expires": 86400,
+        # A result write that meets a Redis restart is retried, not turned into a task failure.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 1000,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         # Redis broker: a lost worker's unacknowledged tasks go back to the queue after
