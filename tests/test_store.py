@@ -229,7 +229,7 @@ async def test_retried_append_is_a_dup_with_the_same_messages(store: Store) -> N
 
 
 async def test_nothing_follows_a_terminal_event(store: Store) -> None:
-    """After a terminal event, further task events are refused ('closed'): one terminal event."""
+    """After a terminal event every event of that task is refused ('closed'): one terminal event."""
     await append(store, event("task.started", {}, task_id="t1", user_id="alice"))
     done = await append(store, event("task.cancelled", {"reason": "user"}, task_id="t1"))
     assert done.status == "ok"
@@ -237,6 +237,7 @@ async def test_nothing_follows_a_terminal_event(store: Store) -> None:
         ("task.succeeded", {"result": 1}),
         ("task.failed", {"error": {"type": "E", "message": "m"}}),
         ("task.progress", {"current": 1, "total": 1, "percent": 100}),
+        ("notification", {"title": "late news of a finished task"}),
     ]
     for type_, data in late:
         refused = await append(store, event(type_, data, task_id="t1"))
