@@ -13,6 +13,7 @@ from starlette.types import Message, Receive, Scope, Send
 from realtime import channels, metrics
 from realtime.errors import (
     Forbidden,
+    RateLimited,
     TaskcastError,
     TooManyConnections,
     TooManySubscriptions,
@@ -65,6 +66,16 @@ async def _until_disconnect(receive: Receive, seconds: float = CLOSE_GRACE_SECON
         async with asyncio.timeout(seconds):
             while (await receive())["type"] != "websocket.disconnect":
                 pass
+
+
+def _ref(text: str | None) -> Any:
+    """The `ref` of a frame refused unhandled, so the client can match the error to it."""
+    if text is None:
+        return None
+    try:
+        return parse_frame(text).ref
+    except TaskcastError as exc:
+        return exc.ref
 
 
 class WebSocketEndpoint:
@@ -145,7 +156,8 @@ class WebSocketEndpoint:
                     session.close_soon(WS_4429_FLOODING, "flooding")
                     await _until_disconnect(receive)
                     return
-                session.push(error_frame("rate_limited", "too many frames; slow down"))
+                refused = RateLimited().with_ref(_ref(text))
+                session.push(error_frame(refused.code, refused.message, refused.ref))
                 continue
             if text is None:
                 session.push(error_frame("bad_request", "binary frames are not accepted"))

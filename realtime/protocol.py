@@ -40,7 +40,8 @@ def _ref_of(obj: dict[str, Any]) -> Any:
         return ref
     if isinstance(ref, int) and -(2**53) <= ref <= 2**53:
         return ref
-    if isinstance(ref, float) and ref == ref and abs(ref) < 1e300:
+    # orjson reads integers past 64 bits as floats: a ref that large would come back changed.
+    if isinstance(ref, float) and ref == ref and abs(ref) < 2**53:
         return ref
     if isinstance(ref, str) and len(ref) <= MAX_REF_CHARS:
         return ref

@@ -27,7 +27,15 @@ def redact(text: str) -> str:
 
 
 def _clean(value: object) -> object:
-    return redact(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, int | float):
+        return value  # `%d` and friends need the number itself
+    # A container or bytes (uvicorn's trace level logs the whole ASGI scope, headers and
+    # query string included): replaced by its redacted text only when it held a token.
+    text = str(value)
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
 
 
 class RedactTokens(logging.Filter):

@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     # Seconds each simulated step of the demo tasks takes: watchable demos, fast tests.
     step_delay: float = Field(default=0.5, ge=0, alias="TASKCAST_STEP_DELAY")
     # Per-connection limits (contract defaults).
-    max_frame_bytes: int = Field(default=64 * 1024, alias="TASKCAST_MAX_FRAME_BYTES")
-    max_subscriptions: int = Field(default=100, alias="TASKCAST_MAX_SUBSCRIPTIONS")
+    max_frame_bytes: int = Field(default=64 * 1024, ge=1024, alias="TASKCAST_MAX_FRAME_BYTES")
+    max_subscriptions: int = Field(default=100, ge=1, alias="TASKCAST_MAX_SUBSCRIPTIONS")
     outbound_max_frames: int = Field(default=4096, ge=1, alias="TASKCAST_OUTBOUND_MAX_FRAMES")
     outbound_max_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, alias="TASKCAST_OUTBOUND_MAX_BYTES"

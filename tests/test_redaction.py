@@ -67,3 +67,22 @@ def test_install_covers_loggers_that_exist_and_is_idempotent(
             logger.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:1", f"/ws?token={token}")
     assert caplog.records
     assert token not in caplog.text
+
+
+def test_containers_and_bytes_in_args_are_redacted() -> None:
+    """A logged ASGI scope (uvicorn's trace level) loses its token from query and headers."""
+    token = issue(SECRET, "alice")
+    scope = {
+        "path": "/ws",
+        "query_string": f"token={token}".encode(),
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+    }
+    record = logging.LogRecord(
+        "uvicorn.asgi", 5, __file__, 1, "%s ASGI [%d] Started scope=%s",
+        ("127.0.0.1:1 - ", 7, scope), None,
+    )  # fmt: skip
+    RedactTokens().filter(record)
+    message = record.getMessage()
+    assert token not in message
+    assert "ASGI [7] Started" in message
+    assert "token=[redacted]" in message

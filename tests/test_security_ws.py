@@ -255,20 +255,24 @@ async def test_more_than_100_subscriptions_are_refused(
 
 
 async def test_flood_gets_rate_limited_then_4429(web: Web) -> None:
-    """A client that floods frames first gets `rate_limited`, then is closed with 4429."""
+    """A flooding client gets `rate_limited` (with each frame's ref), then close 4429."""
     ws = await welcomed(web, issue(SECRET, fresh_user()))
     sent = 0
     with anyio.move_on_after(20):
         while sent < 5000:
             try:
-                await ws.send({"op": "ping"})
+                await ws.send({"op": "ping", "ref": sent})
             except ConnectionClosed:
                 break
             sent += 1
     assert await drain_until_closed(ws) == 4429
-    codes = [f.get("code") for f in ws.frames if f["type"] == "error"]
-    assert "rate_limited" in codes
-    assert set(codes) == {"rate_limited"}
+    errors = [f for f in ws.frames if f["type"] == "error"]
+    assert errors
+    assert {f["code"] for f in errors} == {"rate_limited"}
+    # Each refusal names the frame it refused, and every frame got at most one answer.
+    refs = [f["ref"] for f in ws.frames if f["type"] in ("error", "pong")]
+    assert len(refs) == len(set(refs))
+    assert all(isinstance(f["ref"], int) for f in errors)
 
 
 async def test_other_connections_survive_a_flooder(web: Web) -> None:
