@@ -198,7 +198,7 @@ async def sse(
         owner = await node.store.task_owner(parsed.id)
     if not channels.may_subscribe(parsed, principal.user, principal.scopes, owner):
         raise Forbidden(f"not allowed to subscribe to {parsed.name}")
-    per_user = sum(1 for s in node.hub.sessions if s.principal.user == principal.user)
+    per_user = node.hub.connections_of(principal.user)
     if per_user >= node.settings.max_connections_per_user:
         raise TooManyConnections()
     return EventStream(node, principal, parsed.name, last_event_id(last_event, since), epoch)

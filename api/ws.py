@@ -98,7 +98,7 @@ class WebSocketEndpoint:
             await send({"type": "websocket.send", "text": error_frame(exc.code, exc.message)})
             await send({"type": "websocket.close", "code": WS_4401_UNAUTHORIZED})
             return
-        per_user = sum(1 for s in node.hub.sessions if s.principal.user == principal.user)
+        per_user = node.hub.connections_of(principal.user)
         if per_user >= settings.max_connections_per_user:
             exc2 = TooManyConnections()
             await send({"type": "websocket.send", "text": error_frame(exc2.code, exc2.message)})

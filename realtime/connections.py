@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
 RETRIES = 3
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT = 10.0  # a burst (e.g. every channel catching up at once) waits for a connection
 
 
 def redis_client(url: str, **options: Any) -> Redis:
@@ -22,6 +24,9 @@ def redis_client(url: str, **options: Any) -> Redis:
         "socket_connect_timeout": 2.0,
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES),
         "retry_on_error": [ConnectionError, TimeoutError, OSError],
+        "max_connections": MAX_CONNECTIONS,
     }
     defaults.update(options)
-    return Redis.from_url(url, **defaults)
+    # redis-py 8's default pool raises MaxConnectionsError at its cap; this one waits.
+    pool = BlockingConnectionPool.from_url(url, timeout=POOL_TIMEOUT, **defaults)
+    return Redis.from_pool(pool)  # owns the pool: aclose() closes its connections

@@ -52,6 +52,7 @@ class Hub:
         self.idle_grace = idle_grace
         self.channels: dict[str, _Channel] = {}
         self.sessions: set[Session] = set()
+        self._per_user: dict[str, int] = {}
         self._control: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -76,11 +77,24 @@ class Hub:
 
     def add(self, session: Session) -> None:
         self.sessions.add(session)
+        user = session.principal.user
+        self._per_user[user] = self._per_user.get(user, 0) + 1
         session.start()
+
+    def connections_of(self, user: str) -> int:
+        """Open sessions of `user` on this node (the per-user connection cap reads this)."""
+        return self._per_user.get(user, 0)
 
     async def remove(self, session: Session) -> None:
         """Forget a finished connection everywhere."""
-        self.sessions.discard(session)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            user = session.principal.user
+            left = self._per_user.get(user, 1) - 1
+            if left > 0:
+                self._per_user[user] = left
+            else:
+                self._per_user.pop(user, None)
         for name in list(session.subs):
             self._leave(session, name)
         session.subs.clear()

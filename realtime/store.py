@@ -45,6 +45,10 @@ if task_id ~= '' then
   end
   if user_id == '' then
     user_id = redis.call('HGET', tkey, 'owner') or ''
+    if user_id ~= '' then
+      -- The envelope names its owner too; our encoder puts the envelope's user_id first.
+      ev = string.gsub(ev, '"user_id":null', '"user_id":' .. cjson.encode(user_id), 1)
+    end
   end
   -- A start of the same attempt again means the task was redelivered after its worker was
   -- lost; past the limit it fails instead of running again.
