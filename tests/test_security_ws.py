@@ -223,6 +223,24 @@ async def test_frame_over_64_kib_closes_with_1009(web: Web) -> None:
     assert await drain_until_closed(ws) == 1009
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"op":"ping","pad":"' + "x" * (64 * 1024) + '"}',
+        '{"op":"ping","pad":"' + "\u20ac" * 30_000 + '"}',  # 30k characters, 90 KB of UTF-8
+    ],
+    ids=["ascii", "multibyte"],
+)
+async def test_the_app_enforces_the_frame_limit_without_uvicorns_help(
+    redis_server: RedisServer, tmp_path: Path, frame: str
+) -> None:
+    """Under plain uvicorn (16 MiB frames) the app itself closes a frame over 64 KiB with 1009."""
+    with running_web(redis_server, tmp_path, plain=True) as node:
+        ws = await welcomed(node, issue(SECRET, fresh_user()))
+        await ws.send(frame)
+        assert await drain_until_closed(ws) == 1009
+
+
 async def test_frame_just_under_the_limit_is_answered(web: Web) -> None:
     """A frame under 64 KiB is parsed and answered, the connection stays open."""
     ws = await welcomed(web, issue(SECRET, fresh_user()))
