@@ -334,48 +334,50 @@ def import_(
 
 async def follow(url: str, token: str, task_id: str) -> int:
     """Show a task's progress until it ends: 0 if it succeeded, 1 if it failed or was cancelled."""
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        row = bar.add_task(f"task {task_id}: waiting", total=None)
-
-        def show(state: Frame) -> int | None:
-            status = str(state.get("status", ""))
-            progress = state.get("progress") or {}
-            total = progress.get("total") or None
-            bar.update(
-                row,
-                completed=progress.get("current") or 0,
-                total=total,
-                description=f"{progress.get('message') or status}",
-            )
-            return finish(status, state.get("result"), state.get("error"))
-
-        def finish(status: str, result: Any, error: Any) -> int | None:
-            if status not in TERMINAL:
-                return None
-            if status == "succeeded":
-                task = bar.tasks[0]
-                bar.update(row, completed=task.total or 1, total=task.total or 1)
-                console.print(f"[green]succeeded[/green] {json.dumps(result)}", highlight=False)
-            elif status == "failed":
-                console.print(f"[red]failed[/red] {json.dumps(error)}", highlight=False)
-            else:
-                console.print("[yellow]cancelled[/yellow]")
-            return TERMINAL[status]
-
-        async with Client(url, token) as client, client.subscribe(f"task:{task_id}") as sub:
+    console = Console(stderr=True, soft_wrap=True)
+    async with Client(url, token) as client, client.subscribe(f"task:{task_id}") as sub:
+        try:
+            first = await sub.ready(timeout=3.0)
+        except TimeoutError:
+            console.print(f"waiting for {url} (is `taskcast up` running?)", highlight=False)
             first = await sub.ready()
-            if isinstance(first.get("state"), dict):
-                done = show(first["state"])
-                if done is not None:
-                    return done
+        columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
+        with Progress(*columns, console=console) as bar:
+            row = bar.add_task(f"task {task_id}", total=None)
+
+            def finish(status: str, result: Any, error: Any) -> int | None:
+                if status not in TERMINAL:
+                    return None
+                if status == "succeeded":
+                    total = bar.tasks[0].total or 1
+                    bar.update(row, completed=total, total=total)
+                    console.print(f"[green]succeeded[/green] {json.dumps(result)}", highlight=False)
+                elif status == "failed":
+                    console.print(f"[red]failed[/red] {json.dumps(error)}", highlight=False)
+                else:
+                    console.print("[yellow]cancelled[/yellow]")
+                return TERMINAL[status]
+
+            def show(state: Frame) -> int | None:
+                """Redraw from a task state (`subscribed` frames carry one)."""
+                status = str(state.get("status", ""))
+                progress = state.get("progress") or {}
+                bar.update(
+                    row,
+                    completed=progress.get("current") or 0,
+                    total=progress.get("total") or None,
+                    description=str(progress.get("message") or status),
+                )
+                return finish(status, state.get("result"), state.get("error"))
+
+            done = show(first["state"]) if isinstance(first.get("state"), dict) else None
+            if done is not None:
+                return done
             async for frame in sub:
                 if frame["type"] == "subscribed":  # the stream could not resume: reload
                     done = show(frame.get("state") or {})
                 else:
-                    event = frame["event"]
-                    kind, data = event["type"], event.get("data") or {}
+                    kind, data = frame["event"]["type"], frame["event"].get("data") or {}
                     if kind == "task.progress":
                         bar.update(
                             row,
@@ -385,7 +387,8 @@ async def follow(url: str, token: str, task_id: str) -> int:
                         )
                     elif kind in ("task.started", "task.retrying"):
                         bar.update(row, description=kind.removeprefix("task."))
-                    done = finish(kind.removeprefix("task."), data.get("result"), data.get("error"))
+                    status = kind.removeprefix("task.")
+                    done = finish(status, data.get("result"), data.get("error"))
                 if done is not None:
                     return done
     return EXIT_ERROR  # the stream ended without a terminal event (client closed)

@@ -161,6 +161,8 @@ class Subscription:
         await self._put(frame)
 
     async def _put(self, frame: Frame) -> None:
+        if self._closed:
+            return
         # A full queue holds the reader back, and the server's own bound takes over.
         await self._queue.put(frame)
         self._wake.set()

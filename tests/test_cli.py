@@ -129,11 +129,15 @@ class Up:
 
 
 @pytest.fixture
-def up(tmp_path: Path) -> Iterator[Up]:
+def up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Up]:
     """A running `taskcast up` with no REDIS_URL; killed at teardown if the test did not stop it."""
     proc = Up(tmp_path)
     yield proc
     proc.kill()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:  # say what the processes said
+        for log in [proc.err_path, *sorted((tmp_path / "data" / "logs").glob("*.log"))]:
+            print(f"\n===== {log.name} =====\n{log.read_text(errors='replace')[-4000:]}")
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
