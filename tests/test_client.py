@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from realtime.client import Client, Subscription, ws_url
 from realtime.errors import Unauthorized
@@ -129,3 +131,41 @@ async def test_bad_token_raises_unauthorized(web: Web) -> None:
         with pytest.raises(Unauthorized):
             client.subscribe("topic:system")
         assert client.connections == 0
+
+
+async def test_client_resends_since_and_epoch_and_drops_duplicates() -> None:
+    """After a 1012 close the client resumes with its last seq and epoch; repeats are dropped."""
+    received: list[Frame] = []
+
+    def event(seq: int, kind: str = "task.progress") -> str:
+        body = {"type": "event", "channel": "task:t1", "seq": seq, "event": {"type": kind}}
+        return json.dumps(body)
+
+    async def handler(conn: ServerConnection) -> None:
+        await conn.send(json.dumps({"type": "welcome", "connection_id": "x", "user": "alice"}))
+        frame = json.loads(await conn.recv())
+        received.append(frame)
+        if len(received) == 1:
+            await conn.send(json.dumps({"type": "subscribed", "channel": "task:t1", "seq": 0,
+                                        "epoch": "e1", "ref": frame["ref"]}))  # fmt: skip
+            for seq in (1, 2, 2, 3):
+                await conn.send(event(seq))
+            await conn.close(1012, "restarting")
+        else:
+            await conn.send(json.dumps({"type": "subscribed", "channel": "task:t1", "seq": 4,
+                                        "epoch": "e1", "recovered": True}))  # fmt: skip
+            for seq, kind in ((3, "task.progress"), (4, "task.succeeded")):
+                await conn.send(event(seq, kind))
+            await conn.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        frames: list[Frame] = []
+        async with Client(f"http://127.0.0.1:{port}", "t", backoff_first=0.01) as client:
+            sub = client.subscribe("task:t1")
+            await until_terminal(sub, frames, timeout=10)
+            assert client.connections == 2
+            assert sub.duplicates == 2
+    assert [f["seq"] for f in frames] == [1, 2, 3, 4]
+    assert "since" not in received[0]
+    assert (received[1]["since"], received[1]["epoch"]) == (3, "e1")
