@@ -164,7 +164,7 @@ def up(
     logs.mkdir(parents=True, exist_ok=True)
     secret = os.environ.get("TASKCAST_JWT_SECRET") or embedded.jwt_secret(folder)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: the terminal closed
         signal.signal(sig, lambda *_: stop.set())
 
     redis_server: embedded.EmbeddedRedis | None = None
