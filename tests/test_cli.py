@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -146,9 +148,26 @@ def cli(*args: str, env: dict[str, str], timeout: float = 30.0) -> subprocess.Co
     )
 
 
+def tail_until_terminal(channel: str, env: dict[str, str], out: Path) -> list[dict[str, Any]]:
+    """Run `taskcast tail CHANNEL --since 0` until it printed a terminal event, then Ctrl-C it."""
+    with out.open("wb") as sink, out.with_suffix(".err").open("wb") as errors:
+        proc = subprocess.Popen(
+            [TASKCAST, "tail", channel, "--since", "0"], env=env, stdout=sink, stderr=errors
+        )
+    try:
+        wait_for(lambda: b'"task.succeeded"' in out.read_bytes(), 20, "tail to print the end")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
 @pytest.mark.timeout(120)
 async def test_up_runs_the_product_and_stops_cleanly(up: Up, tmp_path: Path) -> None:
-    """`up` prints a URL and token; orders stream over /ws; `watch` exits 0/1; SIGINT stops all."""
+    """`up` gives URL and token; orders stream to /ws and `tail`; `watch` exits 0/1; ^C ends all."""
     url, token = up.wait_started()
     assert url == f"http://127.0.0.1:{up.port}"
     children = descendants(up.proc.pid)
@@ -181,6 +200,9 @@ async def test_up_runs_the_product_and_stops_cleanly(up: Up, tmp_path: Path) -> 
     watched = cli("watch", failing_task, env=env)
     assert watched.returncode == 1, watched.stderr
     assert "card declined" in watched.stderr
+
+    frames = tail_until_terminal(f"task:{ok_task}", env, tmp_path / "tail.out")
+    assert [f["seq"] for f in frames] == seqs
 
     assert up.interrupt() == 0, up.err_path.read_text()
     wait_for(lambda: not any(running(pid) for pid in children), 10, "children to exit")
