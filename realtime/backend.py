@@ -16,12 +16,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from broadcaster import Broadcast, BroadcastBackend, Event
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from . import metrics
 from .connections import redis_client
+from .pubsub import PubSubConnection
 
 logger = logging.getLogger("taskcast.backend")
 
@@ -43,7 +41,7 @@ class RedisBackend(BroadcastBackend):
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._channels: set[str] = set()
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
-        self._pubsub: Any = None
+        self._pubsub: PubSubConnection | None = None
         self._gap = False
         self._closing = False
         self.connected = asyncio.Event()
@@ -85,9 +83,11 @@ class RedisBackend(BroadcastBackend):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm.setdefault(channel, []).append(future)
         try:
-            await self._pubsub.subscribe(channel)
+            if self._pubsub is None:
+                raise ConnectionError("pub/sub link is down")
+            self._pubsub.send("SUBSCRIBE", channel)
             await asyncio.wait_for(future, SUBSCRIBE_TIMEOUT)
-        except (RedisError, OSError, TimeoutError, AttributeError):
+        except (ConnectionError, OSError, TimeoutError, AttributeError):
             # The supervisor resubscribes everything on reconnect and then sends `resync`.
             logger.warning("subscribe to %s not confirmed; will resync after reconnect", channel)
         finally:
@@ -99,8 +99,9 @@ class RedisBackend(BroadcastBackend):
         self._channels.discard(channel)
         if channel == CONTROL_CHANNEL or not self.connected.is_set():
             return
-        with contextlib.suppress(RedisError, OSError, AttributeError):
-            await self._pubsub.unsubscribe(channel)
+        if self._pubsub is not None:
+            with contextlib.suppress(ConnectionError, OSError):
+                self._pubsub.send("UNSUBSCRIBE", channel)
 
     async def publish(self, channel: str, message: Any) -> None:
         """Publish; concurrent calls share one pipelined round trip."""
@@ -147,13 +148,10 @@ class RedisBackend(BroadcastBackend):
         delay = BACKOFF_FIRST
         first = True
         while not self._closing:
-            # No retries inside redis-py: a lost link must surface here, to resync.
-            client = redis_client(
-                self._url, decode_responses=True, socket_timeout=None, retry=Retry(NoBackoff(), 0)
-            )
-            pubsub = client.pubsub()
+            pubsub = PubSubConnection(self._url)
             try:
-                await pubsub.subscribe(HEARTBEAT_CHANNEL, *(self._redis_channels()))
+                await pubsub.open()
+                pubsub.send("SUBSCRIBE", HEARTBEAT_CHANNEL, *self._redis_channels())
                 self._pubsub = pubsub
                 self.connected.set()
                 self._attempted.set()
@@ -178,9 +176,7 @@ class RedisBackend(BroadcastBackend):
                 self.connected.clear()
                 self._pubsub = None
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                    await pubsub.aclose()
             if self._closing:
                 return
             await asyncio.sleep(random.uniform(delay / 2, delay))
@@ -189,41 +185,38 @@ class RedisBackend(BroadcastBackend):
     def _redis_channels(self) -> list[str]:
         return [c for c in self._channels if c != CONTROL_CHANNEL]
 
-    async def _listen(self, pubsub: Any) -> None:
+    async def _listen(self, pubsub: PubSubConnection) -> None:
         watchdog = asyncio.create_task(self._watchdog(pubsub))
+        deliver = self._deliver
         try:
             while True:
-                message = await pubsub.parse_response(block=True)
-                if message is None:
-                    continue
-                kind = message[0]
-                if kind == "message":
-                    channel = message[1]
-                    if channel != HEARTBEAT_CHANNEL:
-                        self._deliver(Event(channel, message[2]))
-                elif kind == "subscribe":
-                    for future in self._confirm.pop(message[1], []):
-                        if not future.done():
-                            future.set_result(None)
-                elif kind == "pong":
-                    self._last_pong = asyncio.get_running_loop().time()
+                for message in await pubsub.read():
+                    kind = message[0]
+                    if kind == "message":
+                        if message[1] != HEARTBEAT_CHANNEL:
+                            deliver(Event(message[1], message[2]))
+                    elif kind == "subscribe":
+                        for future in self._confirm.pop(message[1], []):
+                            if not future.done():
+                                future.set_result(None)
+                    elif kind == "pong":
+                        self._last_pong = asyncio.get_running_loop().time()
                 if watchdog.done():
                     watchdog.result()
         finally:
             watchdog.cancel()
 
-    async def _watchdog(self, pubsub: Any) -> None:
+    async def _watchdog(self, pubsub: PubSubConnection) -> None:
         """Ping on the pub/sub connection; a silent link (no RST) is treated as lost."""
         loop = asyncio.get_running_loop()
         self._last_pong = loop.time()
         while True:
             await asyncio.sleep(PING_INTERVAL)
             if loop.time() - self._last_pong > 3 * PING_INTERVAL:
-                with contextlib.suppress(Exception):
-                    await pubsub.connection.disconnect()
+                await pubsub.aclose()
                 return
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.ping()
+            with contextlib.suppress(ConnectionError, OSError):
+                pubsub.send("PING")
 
 
 def make_broadcast(url: str) -> Broadcast:

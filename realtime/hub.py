@@ -177,8 +177,10 @@ class Hub:
                 if snap.entries and snap.recoverable and snap.epoch == channel.epoch:
                     self._send_history(session, sub, snap.entries)
                 elif sub.last < channel.last_seq:
-                    # History lost what this session still needed (trimmed, expired, new epoch).
-                    self._notify_restart(session, sub, channel, snap)
+                    # History lost what this session still needed (trimmed, expired, new epoch):
+                    # say so, then go on from the oldest event history still holds.
+                    base = max(sub.last, snap.first_kept - 1) if snap.epoch == channel.epoch else 0
+                    self._notify_restart(session, sub, channel, snap, min(base, channel.last_seq))
                 if self._go_live(channel, sub):
                     return
         except asyncio.CancelledError:
@@ -302,10 +304,10 @@ class Hub:
                 lost = not snap.recoverable and snap.seq > channel.last_seq
                 if snap.epoch != channel.epoch or lost:
                     self._restart(channel, snap)
-                else:
-                    for message in snap.entries:
-                        if message.seq == channel.last_seq + 1:
-                            self._fanout(channel, message)
+                    continue  # now deliver the new stream from what history holds
+                for message in snap.entries:
+                    if message.seq == channel.last_seq + 1:
+                        self._fanout(channel, message)
                 self._drain(channel)
                 if not channel.pending:
                     return
@@ -315,24 +317,35 @@ class Hub:
             channel.filling = False
 
     def _restart(self, channel: _Channel, snap: Snapshot) -> None:
-        """The stream restarted or history lost what we need: tell sessions, go on from now."""
+        """The stream restarted (new epoch) or history lost what we had not relayed.
+
+        Sessions are told (`recovered: false`), then get the stream from the oldest event
+        history still holds: events published since Redis came back are not skipped.
+        """
         logger.warning("channel %s: stream restarted or history gap; resetting", channel.name)
+        base = max(0, snap.first_kept - 1)
+        if snap.epoch == channel.epoch:
+            base = max(base, channel.last_seq)
         channel.epoch = snap.epoch
-        channel.last_seq = snap.seq
-        channel.pending.clear()
+        channel.last_seq = base
+        for seq in [s for s in channel.pending if s <= base]:
+            del channel.pending[seq]
         for session, sub in channel.sessions.items():
-            self._notify_restart(session, sub, channel, snap)
+            self._notify_restart(session, sub, channel, snap, base)
 
     @staticmethod
     def _notify_restart(
-        session: Session, sub: Subscription, channel: _Channel, snap: Snapshot
+        session: Session, sub: Subscription, channel: _Channel, snap: Snapshot, base: int
     ) -> None:
-        """A `subscribed` frame with `recovered: false` (and state): what was lost is not coming."""
-        frame: dict[str, Any] = {"type": "subscribed", "channel": channel.name, "seq": snap.seq}
+        """A `subscribed` frame with `recovered: false` (and state): what was lost is not coming.
+
+        Its `seq` is `base`: the session gets every event after it.
+        """
+        frame: dict[str, Any] = {"type": "subscribed", "channel": channel.name, "seq": base}
         frame.update({"epoch": snap.epoch, "recovered": False})
         if channel.name.startswith("task:"):
             frame["state"] = snap.state
-        sub.last = max(snap.seq, channel.last_seq) if snap.epoch == channel.epoch else snap.seq
+        sub.last = base
         session.push(encode(frame))
 
     async def _listen_control(self, ready: asyncio.Event) -> None:

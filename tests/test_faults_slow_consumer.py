@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import anyio
@@ -89,44 +87,59 @@ async def test_stalled_reader_is_cut_off_and_others_stay_fast(
     token = make_token("erin")
     slow = StalledClient(web.port, token)
     await slow.open("user:erin")
-    fast = await WS.open(web.ws_url, token)
-    await fast.recv()
-    await fast.subscribe("user:erin")
-    rss_before = rss_mb(web.proc.pid)
-
-    latencies: list[float] = []
-    load = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block the loop
-        [sys.executable, "-m", "tests.emit_load", redis_url, "erin", str(EVENTS), "1000", "8000"],
+    reader = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block the loop
+        [sys.executable, "-m", "tests.read_load", web.ws_url, token, "user:erin", str(EVENTS)],
         cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    with anyio.fail_after(60):
-        while len(latencies) < EVENTS:
-            raw = await fast.conn.recv()
-            received_at = time.time()
-            if '"type":"event"' in raw[:20]:
-                ts = raw[raw.index('"ts":"') + 6 :].split('"', 1)[0]
-                latencies.append(received_at - datetime.fromisoformat(ts).timestamp())
-    assert load.wait(30) == 0
-    rss_after = rss_mb(web.proc.pid)
-    p99 = statistics.quantiles(latencies, n=100)[98]
-    print(f"fast reader p99 {p99 * 1000:.1f} ms; server RSS {rss_before:.0f} -> {rss_after:.0f} MB")
-    assert rss_after < RSS_BOUND_MB
+    try:
+        assert reader.stdout is not None
+        with anyio.fail_after(20):
+            ready = await anyio.to_thread.run_sync(reader.stdout.readline)
+        assert ready.strip() == "ready"
+        rss_before = rss_mb(web.proc.pid)
+        load = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block the loop
+            [
+                sys.executable,
+                "-m",
+                "tests.emit_load",
+                redis_url,
+                "erin",
+                str(EVENTS),
+                "1000",
+                "8000",
+            ],
+            cwd=ROOT,
+        )
+        with anyio.fail_after(60):
+            report = json.loads(await anyio.to_thread.run_sync(reader.stdout.readline))
+        assert await anyio.to_thread.run_sync(load.wait, 30) == 0
+        assert report["count"] == EVENTS
+        p99 = report["p99"]
+        rss_after = rss_mb(web.proc.pid)
+        print(f"fast reader p99 {p99 * 1000:.1f} ms; RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+        assert rss_after < RSS_BOUND_MB
 
-    # The stalled reader resumes reading: it gets what was in flight, then close 4008.
-    with anyio.fail_after(30):
-        code = await slow.read_to_close()
-    assert code == 4008, f"slow consumer closed with {code}"
-    assert slow.frames < EVENTS
-    print(f"stalled reader got {slow.frames} frames, then 4008")
+        # The stalled reader resumes reading: it gets what was in flight, then close 4008.
+        with anyio.fail_after(30):
+            code = await slow.read_to_close()
+        assert code == 4008, f"slow consumer closed with {code}"
+        assert slow.frames < EVENTS
+        print(f"stalled reader got {slow.frames} frames, then 4008")
 
-    # ...and catches up from history with `since`, losing nothing.
-    again = await WS.open(web.ws_url, token)
-    await again.recv()
-    reply = await again.subscribe("user:erin", since=0)
-    assert reply["recovered"] is True
-    await again.recv_until(lambda f: f.get("seq") == EVENTS, timeout=30)
-    assert [f["seq"] for f in again.events()] == list(range(1, EVENTS + 1))
-    assert all(f["event"]["data"]["title"] == f"n{f['seq'] - 1}" for f in again.events())
-    await again.close()
-    await fast.close()
+        # ...and catches up from history with `since`, losing nothing.
+        again = await WS.open(web.ws_url, token)
+        await again.recv()
+        reply = await again.subscribe("user:erin", since=0)
+        assert reply["recovered"] is True
+        await again.recv_until(lambda f: f.get("seq") == EVENTS, timeout=30)
+        assert [f["seq"] for f in again.events()] == list(range(1, EVENTS + 1))
+        assert all(f["event"]["data"]["title"] == f"n{f['seq'] - 1}" for f in again.events())
+        await again.close()
+        assert reader.wait(10) == 0
+    finally:
+        for proc in (reader, locals().get("load")):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
     assert p99 < 0.1
