@@ -19,7 +19,7 @@ from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.protocol import WS_1012_SERVICE_RESTART
 from realtime.reaper import Reaper
-from workers.signatures import sender
+from workers.signatures import QUEUES, UNACKED, sender
 
 from . import auth, errors, inventory, ops, orders, sse, tasks
 from .deps import Node
@@ -48,7 +48,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await broadcast.connect()
         try:
             publisher = Publisher(store, broadcast)
-            async with Hub(broadcast, store) as hub, Reaper(publisher, node_id, conf.stale_after):
+            reaper = Reaper(
+                publisher,
+                node_id,
+                conf.stale_after,
+                conf.queued_stale_after,
+                broker_lists=QUEUES,
+                broker_hashes=(UNACKED,),
+            )
+            async with Hub(broadcast, store) as hub, reaper:
                 app.state.node = Node(
                     settings=conf,
                     redis=redis,

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=3600, ge=1, alias="TASKCAST_VISIBILITY_TIMEOUT")
     max_deliveries: int = Field(default=3, ge=1, alias="TASKCAST_MAX_DELIVERIES")
     stale_after: float = Field(default=3900.0, gt=0, alias="TASKCAST_STALE_AFTER")
+    # A task queued this long is checked against the broker; if its message is gone, it fails.
+    queued_stale_after: float = Field(default=300.0, gt=0, alias="TASKCAST_QUEUED_STALE_AFTER")
     heartbeat: float = Field(default=15.0, gt=0, alias="TASKCAST_HEARTBEAT")
     # Seconds between keepalive comments on an idle `/sse` stream (proxies drop silent ones).
     sse_keepalive: float = Field(default=15.0, gt=0, alias="TASKCAST_SSE_KEEPALIVE")

@@ -15,6 +15,7 @@ from .events import now_iso
 
 PREFIX = "tc:"
 RUNNING = PREFIX + "running"  # sorted set: running task id -> last sign of life (epoch s)
+QUEUED = PREFIX + "queued"  # sorted set: queued task id -> when it was queued (epoch s)
 DEDUPE_TTL = 3600  # seconds a stored event id is remembered, so retries never duplicate
 
 # Store one event on every channel it targets, atomically.
@@ -105,12 +106,18 @@ if tkey and task_seq then
   redis.call('HSET', tkey, 'seq', task_seq, 'updated_at', ts)
   redis.call('EXPIRE', tkey, ttl)
 end
--- Running tasks, scored by their last sign of life, for the stale-task reaper.
+-- Running and queued tasks, scored by their last sign of life, for the stale-task reaper.
 if tkey and is_task_type then
   if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
     redis.call('ZREM', P .. 'running', task_id)
-  elseif etype ~= 'task.queued' then
+    redis.call('ZREM', P .. 'queued', task_id)
+  elseif etype == 'task.queued' or etype == 'task.retrying' then
+    -- Waiting for a worker (again): watched as queued, not as running.
+    redis.call('ZADD', P .. 'queued', now_s, task_id)
+    redis.call('ZREM', P .. 'running', task_id)
+  else
     redis.call('ZADD', P .. 'running', now_s, task_id)
+    redis.call('ZREM', P .. 'queued', task_id)
   end
 end
 redis.call('SET', dkey, cjson.encode(out), 'EX', tonumber(ARGV[16]))
@@ -144,6 +151,26 @@ if since >= 0 and since < seq and since + 1 >= first then
   for i = 1, #entries do out[#out + 1] = entries[i] end
 end
 return out
+"""
+
+# Which of the task ids in ARGV[2..] appear in the broker's queue lists (the first ARGV[1] keys)
+# or its unacked hashes (the other keys): kombu messages carry `"id": "<task id>"` in headers.
+_HELD = """
+local nlists = tonumber(ARGV[1])
+local wanted, found = {}, {}
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local function look(item)
+  for id in string.gmatch(item, '"id": ?"([%w%-]+)"') do
+    if wanted[id] then found[#found + 1] = id; wanted[id] = nil end
+  end
+end
+for k = 1, #KEYS do
+  local items
+  if k <= nlists then items = redis.call('LRANGE', KEYS[k], 0, -1)
+  else items = redis.call('HVALS', KEYS[k]) end
+  for i = 1, #items do look(items[i]) end
+end
+return found
 """
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -247,6 +274,7 @@ class Store:
         self.max_deliveries = max_deliveries
         self._store = redis.register_script(_STORE)
         self._read = redis.register_script(_READ)
+        self._held = redis.register_script(_HELD)
 
     def _args(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> list[Any]:
         type_ = event["type"]
@@ -333,6 +361,28 @@ class Store:
 
     async def forget_running(self, task_id: str) -> None:
         await self.redis.zrem(RUNNING, task_id)
+        await self.redis.zrem(QUEUED, task_id)
+
+    async def stale_queued(self, before: float, limit: int = 100) -> list[str]:
+        """Tasks still `queued` since before `before` (epoch seconds)."""
+        ids = await self.redis.zrangebyscore(QUEUED, "-inf", before, start=0, num=limit)
+        return [_s(i) for i in ids]
+
+    async def still_queued(
+        self, task_ids: list[str], lists: list[str], hashes: list[str]
+    ) -> set[str]:
+        """Which of `task_ids` the broker still holds (in a queue list or its unacked hash).
+
+        A Redis broker can lose a message (popped by a worker that died before recording it);
+        such a task would read `queued` forever. One pass over the broker's keys, in Redis.
+        """
+        if not task_ids:
+            return set()
+        found = await self._held(keys=[*lists, *hashes], args=[len(lists), *task_ids])
+        held = {_s(i) for i in found}
+        if held:  # still waiting in the broker: look again after another full period
+            await self.redis.zadd(QUEUED, dict.fromkeys(held, time.time()), xx=True)
+        return held
 
     async def lock(self, name: str, holder: str, ttl: float) -> bool:
         """A best-effort lease, so one node of many does a periodic job."""

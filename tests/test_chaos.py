@@ -32,6 +32,7 @@ ENV = {
     "TASKCAST_VISIBILITY_TIMEOUT": "4",
     "TASKCAST_STALE_AFTER": "20",
     "TASKCAST_HEARTBEAT": "1",
+    "TASKCAST_QUEUED_STALE_AFTER": "10",
 }
 TERMINAL = {"task.succeeded", "task.failed", "task.cancelled"}
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from .processes import Web, Worker
+from .processes import RedisServer, Web, Worker, wait_for
 from .wsclient import WS, terminal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -109,3 +109,41 @@ async def test_heartbeat_keeps_a_quiet_long_task_alive(
     end = await ws.recv_until(terminal, timeout=30)
     assert end["event"]["type"] == "task.succeeded"
     await ws.close()
+
+
+async def test_task_whose_queue_message_was_lost_ends_failed(
+    redis_server: RedisServer,
+    spawn: Callable[..., Web | Worker],
+    make_token: Callable[..., str],
+) -> None:
+    """A queued task the broker lost ends TaskLost; one still waiting in the queue stays queued."""
+    env = {"TASKCAST_QUEUED_STALE_AFTER": "1"}
+    web = spawn("web", **env)
+    assert isinstance(web, Web)
+    token = make_token("jane")
+    async with httpx.AsyncClient(
+        base_url=web.url, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        body = {"customer_id": "c", "items": [{"sku": "A", "qty": 1}]}
+        lost = (await http.post("/orders", json=body)).json()["task_id"]
+        broker = redis_server.client()
+        assert broker.rpop("celery") is not None  # no worker runs: the broker "loses" it
+        kept = (await http.post("/orders", json=body)).json()["task_id"]
+        queued_at = broker.zscore("tc:queued", kept)
+        assert queued_at is not None
+        ws = await WS.open(web.ws_url, token)
+        await ws.recv()
+        await ws.subscribe(f"task:{lost}", since=0)
+        end = await ws.recv_until(terminal, timeout=20)
+        assert end["event"]["data"]["error"]["type"] == "TaskLost"
+        assert broker.llen("celery") == 1
+        # The reaper found the kept task's message in the queue and looks again later.
+        wait_for(
+            lambda: (broker.zscore("tc:queued", kept) or 0) > queued_at + 1,
+            10,
+            "the reaper to check the waiting task against the broker",
+        )
+        state = (await http.get(f"/tasks/{kept}")).json()
+        assert state["status"] == "queued"
+        broker.close()
+        await ws.close()

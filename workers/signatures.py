@@ -9,6 +9,8 @@ from celery import Celery
 ORDERS_PROCESS: Final = "orders.process"
 INVENTORY_IMPORT: Final = "inventory.import"
 TASK_NAMES: Final = frozenset({ORDERS_PROCESS, INVENTORY_IMPORT})
+QUEUES: Final = ("celery",)  # the Redis lists our tasks wait in (Celery's default queue)
+UNACKED: Final = "unacked"  # kombu's hash of messages delivered to a worker, not yet acked
 
 
 def celery_config(redis_url: str, visibility_timeout: int = 3600) -> dict[str, Any]:
