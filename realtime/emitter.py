@@ -70,6 +70,7 @@ class Emitter:
         self._done = threading.Condition(self._lock)
         self._queue: deque[_Entry] = deque()
         self._last_of_task: dict[str, _Entry] = {}
+        self._progress_waiting = 0  # progress entries in the queue: the droppable ones
         self._enqueued = 0
         self._completed = 0
         self._idle = True
@@ -149,6 +150,8 @@ class Emitter:
                 self._make_room()
             self._queue.append(entry)
             self._enqueued += 1
+            if entry.type == "task.progress":
+                self._progress_waiting += 1
             if entry.task_id is not None:
                 self._last_of_task[entry.task_id] = entry
             if self._thread is None:
@@ -160,9 +163,12 @@ class Emitter:
 
     def _make_room(self) -> None:
         """Full buffer: drop the oldest waiting progress (never terminal or domain events)."""
+        if not self._progress_waiting:
+            return  # nothing droppable: the buffer grows past its bound rather than lose events
         for index, queued in enumerate(self._queue):
             if queued.type == "task.progress":
                 del self._queue[index]
+                self._progress_waiting -= 1
                 if queued.task_id is not None and self._last_of_task.get(queued.task_id) is queued:
                     del self._last_of_task[queued.task_id]
                 self._completed += 1
@@ -176,6 +182,7 @@ class Emitter:
         self._done = threading.Condition(self._lock)
         self._queue = deque()
         self._last_of_task = {}
+        self._progress_waiting = 0
         self._enqueued = self._completed = 0
         self._running = set()
         self._thread = self._loop = self._wakeup = None
@@ -220,6 +227,8 @@ class Emitter:
                     batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
                     for entry in batch:
                         entry.taken = True
+                        if entry.type == "task.progress":
+                            self._progress_waiting -= 1
                         if entry.task_id and self._last_of_task.get(entry.task_id) is entry:
                             del self._last_of_task[entry.task_id]
                     if not batch:
