@@ -255,6 +255,21 @@ async def test_long_replay_then_live_while_publishing(parts: Parts) -> None:
     assert (await store.read("topic:system")).seq == 3200
 
 
+async def test_idle_channel_is_released_and_rejoining_still_delivers(parts: Parts) -> None:
+    """A channel nobody watches is dropped after the grace period; joining again still delivers."""
+    hub, publisher, _, _ = parts
+    hub.idle_grace = 0.01
+    for round_ in range(1, 21):
+        client = Client(hub)
+        await client.subscribe("topic:system")
+        await say(publisher)
+        await client.wait_seq("topic:system", round_)
+        await hub.remove(client.session)
+        with anyio.fail_after(5):
+            while "topic:system" in hub.channels:  # noqa: ASYNC110 - the reaper is a timer
+                await asyncio.sleep(0)  # rejoin the moment the channel is dropped
+
+
 async def test_out_of_order_arrival_is_delivered_in_order(parts: Parts) -> None:
     """Messages published in reverse seq order (5 after 6) still reach the session as 5, 6."""
     hub, publisher, store, broadcast = parts
