@@ -13,6 +13,9 @@ from realtime import redaction
 from realtime.redaction import REDACTED, RedactTokens, redact
 from realtime.tokens import issue
 
+# Another test's leftover background thread (a retry loop with jitter) may touch the global
+# `random` while Hypothesis draws; that says nothing about the code under test here.
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 SECRET = "s" * 40
 TOKEN_CHARS = string.ascii_letters + string.digits + "-_.%~+"
 
@@ -21,9 +24,7 @@ TOKEN_CHARS = string.ascii_letters + string.digits + "-_.%~+"
 def test_query_token_is_redacted(token: str, sep: str) -> None:
     """Whatever the token's characters, `token=<value>` in a URL keeps no part of the value."""
     line = f'127.0.0.1:5000 - "GET /ws{sep}token={token}&x=1 HTTP/1.1" 200'
-    out = redact(line)
-    assert token not in out
-    assert f"token={REDACTED}&x=1" in out
+    assert redact(line) == f'127.0.0.1:5000 - "GET /ws{sep}token={REDACTED}&x=1 HTTP/1.1" 200'
 
 
 def test_jwts_and_bearer_headers_are_redacted_anywhere() -> None:

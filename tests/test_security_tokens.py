@@ -18,6 +18,9 @@ from realtime.channels import TOPICS, Channel, may_subscribe, parse, valid_id
 from realtime.errors import BadChannel, Unauthorized
 from realtime.tokens import LEEWAY_SECONDS, bearer, issue, verify
 
+# Another test's leftover background thread (a retry loop with jitter) may touch the global
+# `random` while Hypothesis draws; that says nothing about the code under test here.
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 SECRET = "k" * 48
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
