@@ -238,7 +238,9 @@ async def test_subscribe_while_another_thread_emits_sees_each_seq_once(
 async def test_long_replay_then_live_while_publishing(parts: Parts) -> None:
     """Catching up on 3000 events of history while more are published: every seq once, in order."""
     hub, publisher, store, _ = parts
-    batch = [(make_event("system.message", {"message": str(i)}), "system") for i in range(3000)]
+    batch: list[tuple[dict[str, Any], str | None]] = [
+        (make_event("system.message", {"message": str(i)}), "system") for i in range(3000)
+    ]
     await publisher.publish_many(batch)
 
     async def produce() -> None:
