@@ -78,7 +78,10 @@ class Resuming:
                         frame = await ws.recv(60)
                         self._take(frame)
                 finally:
-                    await ws.close()
+                    # Also when the test ends and cancels us: never leave a socket behind.
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                        await ws.close()
+                    ws.conn.transport.abort()
             except (OSError, TimeoutError, Exception):  # noqa: BLE001 - any loss: resume elsewhere
                 self.reconnects += 1
                 await anyio.sleep(rng.uniform(0.05, 0.3))
