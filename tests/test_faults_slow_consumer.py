@@ -142,4 +142,6 @@ async def test_stalled_reader_is_cut_off_and_others_stay_fast(
         for proc in (reader, locals().get("load")):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+                proc.wait(5)
+        reader.stdout.close()
     assert p99 < 0.1
