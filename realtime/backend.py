@@ -22,6 +22,8 @@ from .connections import redis_client
 from .pubsub import PubSubConnection
 
 logger = logging.getLogger("taskcast.backend")
+# Our own generator: retry jitter must not touch the global `random` state of the host.
+_jitter = random.Random()
 
 CONTROL_CHANNEL = "taskcast:control"  # never sent to Redis: local notices to the hub
 HEARTBEAT_CHANNEL = "taskcast:heartbeat"  # keeps the pub/sub connection in listening mode
@@ -179,7 +181,7 @@ class RedisBackend(BroadcastBackend):
                     await pubsub.aclose()
             if self._closing:
                 return
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            await asyncio.sleep(_jitter.uniform(delay / 2, delay))
             delay = min(delay * 2, BACKOFF_CAP)
 
     def _redis_channels(self) -> list[str]:

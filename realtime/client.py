@@ -32,6 +32,8 @@ from .errors import TaskcastError, Unauthorized
 from .protocol import WS_4401_UNAUTHORIZED
 
 logger = logging.getLogger("taskcast.client")
+# Our own generator: retry jitter must not touch the global `random` state of the host.
+_jitter = random.Random()
 
 Frame = dict[str, Any]
 
@@ -288,7 +290,7 @@ class Client:
                 return
             delay = min(self.backoff_cap, self.backoff_first * 2**attempt)
             attempt += 1
-            await asyncio.sleep(delay / 2 + random.uniform(0, delay / 2))
+            await asyncio.sleep(delay / 2 + _jitter.uniform(0, delay / 2))
 
     async def _connect_once(self) -> None:
         headers = {"Authorization": f"Bearer {self._token}"}

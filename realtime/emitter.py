@@ -27,6 +27,8 @@ from .publisher import Publisher, check_targets, topic_for
 from .store import Store
 
 logger = logging.getLogger("taskcast.emitter")
+# Our own generator: retry jitter must not touch the global `random` state of the host.
+_jitter = random.Random()
 
 BATCH = 500
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
@@ -276,7 +278,7 @@ class Emitter:
                 if self.connected:
                     logger.warning("emit: Redis unreachable (%s); retrying", type(exc).__name__)
                 self.connected = False
-                await asyncio.sleep(random.uniform(delay / 2, delay))
+                await asyncio.sleep(_jitter.uniform(delay / 2, delay))
                 delay = min(delay * 2, BACKOFF_CAP)
                 continue
             self.connected = True
