@@ -12,7 +12,6 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.routing import WebSocketRoute
 
 from realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
 from realtime.backend import make_broadcast
@@ -24,7 +23,7 @@ from workers.signatures import QUEUES, UNACKED, sender
 from . import auth, errors, inventory, ops, orders, sse, tasks
 from .deps import Node
 from .limits import BodyLimit
-from .ws import WebSocketEndpoint
+from .ws import WebSocketShortcut
 
 STATIC = Path(__file__).parent / "static"
 logger = logging.getLogger("taskcast.api")
@@ -79,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     redaction.install()  # uvicorn has configured logging by now; tokens never reach a log
     app = FastAPI(title="taskcast", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit)
+    app.add_middleware(WebSocketShortcut)  # added last: outermost, so /ws skips the stack
     app.state.metrics = metrics.registry()
     errors.install(app)
     app.include_router(orders.router)
@@ -87,7 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(sse.router)
     app.include_router(auth.router)  # answers 404 unless embedded
-    app.router.routes.append(WebSocketRoute("/ws", WebSocketEndpoint()))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
