@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+import anyio
 import httpx
 import pytest
 
@@ -113,4 +114,38 @@ async def test_events_published_before_resubscribe_are_caught_up(
     assert seqs == list(range(1, 26))
     titles = [f["event"]["data"]["title"] for f in ws.events("user:bob")]
     assert titles[5:] == [f"during {i}" for i in range(20)]
+    await ws.close()
+
+
+async def test_worker_rides_out_an_outage_mid_task(
+    durable: RedisServer, spawn: Callable[..., Web | Worker], make_token: Callable[..., str]
+) -> None:
+    """Redis down while a task runs: its events wait in order and its terminal event lands."""
+    env = {"TASKCAST_STEP_DELAY": "0.4"}
+    web = spawn("web", **env)
+    assert isinstance(web, Web)
+    spawn("worker", **env)
+    token = make_token("olga")
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        reply = await http.post(
+            "/orders",
+            json={"customer_id": "c1", "items": [{"sku": "A", "qty": 1}]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    task_id = reply.json()["task_id"]
+    ws = await WS.open(web.ws_url, token)
+    await ws.recv()
+    await ws.subscribe(f"task:{task_id}", since=0)
+    await ws.recv_until(lambda f: f.get("event", {}).get("type") == "task.progress", timeout=20)
+    durable.stop()
+    # The outage is the injected fault: the task's remaining ~1.5 s of steps run inside it.
+    await anyio.to_thread.run_sync(time.sleep, 3)
+    durable.start()
+    end = await ws.recv_until(terminal, timeout=30)
+    assert end["event"]["type"] == "task.succeeded"
+    types = [f["event"]["type"] for f in ws.events()]
+    assert types.count("task.progress") == 5, types
+    assert types.count("order.status_changed") == 4, types
+    seqs = [f["seq"] for f in ws.events()]
+    assert seqs == list(range(1, len(seqs) + 1))
     await ws.close()
