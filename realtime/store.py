@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from .events import now_iso
 
@@ -314,14 +315,25 @@ class Store:
     async def append_many(
         self, batch: list[tuple[dict[str, Any], bytes, str | None]]
     ) -> list[Stored]:
-        """`append` for a batch in one pipelined round trip (the worker's publisher)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event, encoded, topic in batch:
-                await self._store(
-                    keys=[PREFIX], args=self._args(event, encoded, topic), client=pipe
-                )
-            results = await pipe.execute()
-        return [_stored(out) for out in results]
+        """`append` for a batch in one pipelined round trip (the worker's publisher).
+
+        Plain EVALSHA: a pipeline of `Script` objects asks `SCRIPT EXISTS` on every execute,
+        a second round trip per batch. If Redis lost the script (a restart), load it and run
+        the batch again: event ids make the repeat harmless.
+        """
+        args = [self._args(event, encoded, topic) for event, encoded, topic in batch]
+        for attempt in range(2):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for one in args:
+                        pipe.evalsha(self._store.sha, 1, PREFIX, *one)
+                    results = await pipe.execute()
+                return [_stored(out) for out in results]
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self.redis.script_load(_STORE)
+        raise AssertionError("unreachable")
 
     async def read(self, channel: str, since: int | None = None, limit: int = 0) -> Snapshot:
         """Position, state and the history after `since` (`None`: none), `limit` entries at most."""
