@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +23,8 @@ from typing import Any
 from . import metrics
 from .backend import make_broadcast
 from .connections import redis_client
-from .events import make_event, now_iso, progress_data, source, validate_data
-from .publisher import Publisher, check_targets, topic_for
+from .events import make_event, now_iso, progress_data, source
+from .publisher import Publisher, prepare
 from .store import Store
 
 logger = logging.getLogger("taskcast.emitter")
@@ -82,6 +83,7 @@ class Emitter:
         self._stopping = False
         self.closed_tasks: set[str] = set()  # tasks the store says have ended (e.g. cancelled)
         self.connected = False
+        _instances.add(self)  # reset in a forked child (see `_reset_in_child`)
 
     # -- the caller's side ----------------------------------------------------------------
 
@@ -95,9 +97,7 @@ class Emitter:
         topic: str | None = None,
     ) -> None:
         """Validate now (ValueError), enqueue, return; transport errors never reach the caller."""
-        check_targets(task_id, user_id)
-        chosen = topic_for(type_, topic, user_id)
-        clean = validate_data(type_, data)
+        clean, chosen = prepare(type_, data, task_id, user_id, topic)
         self._put(_Entry(type_, clean, task_id, user_id, chosen, now_iso()))
 
     def progress(
@@ -290,6 +290,7 @@ class Emitter:
 
 _default: Emitter | None = None
 _default_lock = threading.Lock()
+_instances: weakref.WeakSet[Emitter] = weakref.WeakSet()
 
 
 def default() -> Emitter:
@@ -320,7 +321,17 @@ def _forget_default() -> None:
     _default = None
 
 
-os.register_at_fork(after_in_child=_forget_default)
+def _reset_in_child() -> None:
+    """Right after fork: a lock some parent thread held (the publisher's, at any moment) stays
+    locked forever in the child, so every emitter starts clean before anyone can block on it."""
+    global _default_lock
+    _default_lock = threading.Lock()
+    _forget_default()
+    for instance in list(_instances):
+        instance._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
 
 
 def emit(
