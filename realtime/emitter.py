@@ -23,8 +23,8 @@ from typing import Any
 from . import metrics
 from .backend import make_broadcast
 from .connections import redis_client
-from .events import make_event, now_iso, progress_data, source, validate_data
-from .publisher import Publisher, check_targets, topic_for
+from .events import make_event, now_iso, progress_data, source
+from .publisher import Publisher, prepare
 from .store import Store
 
 logger = logging.getLogger("taskcast.emitter")
@@ -97,9 +97,7 @@ class Emitter:
         topic: str | None = None,
     ) -> None:
         """Validate now (ValueError), enqueue, return; transport errors never reach the caller."""
-        check_targets(task_id, user_id)
-        chosen = topic_for(type_, topic, user_id)
-        clean = validate_data(type_, data)
+        clean, chosen = prepare(type_, data, task_id, user_id, topic)
         self._put(_Entry(type_, clean, task_id, user_id, chosen, now_iso()))
 
     def progress(

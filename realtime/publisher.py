@@ -9,7 +9,7 @@ from broadcaster import Broadcast
 
 from . import metrics
 from .channels import TOPICS, valid_id
-from .events import DEFAULT_TOPIC, TASK_TYPES, encode_event, make_event
+from .events import DEFAULT_TOPIC, TASK_TYPES, encode_event, make_event, validate_data
 from .store import Store, Stored
 
 
@@ -40,6 +40,19 @@ def check_targets(task_id: str | None, user_id: str | None) -> None:
         raise ValueError(f"malformed user_id {user_id!r}")
 
 
+def prepare(
+    type_: str,
+    data: dict[str, Any],
+    task_id: str | None,
+    user_id: str | None,
+    topic: str | None,
+) -> tuple[dict[str, Any], str | None]:
+    """Check an event's arguments (ValueError naming the problem): its clean data and topic."""
+    check_targets(task_id, user_id)
+    chosen = topic_for(type_, topic, user_id)
+    return validate_data(type_, data), chosen
+
+
 class Publisher:
     """Stores each event (seq, history, state) and then publishes it on every target channel."""
 
@@ -57,9 +70,8 @@ class Publisher:
         topic: str | None = None,
     ) -> Stored:
         """Validate, store and publish one event; raises on transport errors (callers retry)."""
-        check_targets(task_id, user_id)
-        chosen = topic_for(type_, topic, user_id)
-        event = make_event(type_, data, task_id=task_id, user_id=user_id)
+        clean, chosen = prepare(type_, data, task_id, user_id, topic)
+        event = make_event(type_, clean, task_id=task_id, user_id=user_id, validated=True)
         return await self.publish(event, chosen)
 
     async def publish(self, event: dict[str, Any], topic: str | None) -> Stored:

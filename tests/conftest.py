@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ from realtime import Settings, get_settings
 from realtime.tokens import issue
 
 from .processes import SECRET, RedisServer, Web, Worker, base_env
+from .stack import Stack, User, print_logs_on_failure
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,18 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def durable() -> Iterator[RedisServer]:
+    """A Redis of the test's own with an append-only file: a graceful restart keeps the data.
+
+    Fault tests that restart Redis use it by overriding `redis_url` to `durable.url`.
+    """
+    server = RedisServer(appendonly=True)
     server.start()
     yield server
     server.close()
@@ -110,3 +123,12 @@ def worker(spawn: Callable[..., Web | Worker]) -> Worker:
     proc = spawn("worker")
     assert isinstance(proc, Worker)
     return proc
+
+
+@pytest.fixture
+async def alice(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[User]:
+    """A fresh user signed in on the module's first node (`stack` comes from the module)."""
+    user = User(stack.webs[0])
+    yield user
+    await user.aclose()
+    print_logs_on_failure(request, stack)

@@ -173,3 +173,12 @@ def types(frames: list[Frame]) -> list[str]:
 
 def seqs(frames: list[Frame]) -> list[int]:
     return [f["seq"] for f in frames]
+
+
+def assert_bad_request(reply: httpx.Response, field: str) -> None:
+    """The contract's answer to a bad body: 422, code `bad_request`, the field named."""
+    assert reply.status_code == 422, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == "bad_request"
+    assert field in error["fields"]
+    assert field in error["message"]

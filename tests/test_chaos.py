@@ -10,7 +10,7 @@ import json
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,14 +35,6 @@ ENV = {
     "TASKCAST_QUEUED_STALE_AFTER": "10",
 }
 TERMINAL = {"task.succeeded", "task.failed", "task.cancelled"}
-
-
-@pytest.fixture
-def durable() -> Iterator[RedisServer]:
-    server = RedisServer(appendonly=True)
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from .processes import RedisServer
 from .stack import (
     Stack,
     User,
-    print_logs_on_failure,
+    assert_bad_request,
     quiet_after,
     running,
     seqs,
@@ -36,14 +36,6 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     log_dir: Path = tmp_path_factory.mktemp("e2e-inventory")
     with running(redis_server, log_dir, TASKCAST_STEP_DELAY=str(STEP_DELAY)) as stack:
         yield stack
-
-
-@pytest.fixture
-async def alice(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[User]:
-    user = User(stack.web)
-    yield user
-    await user.aclose()
-    print_logs_on_failure(request, stack)
 
 
 @pytest.fixture
@@ -142,11 +134,7 @@ async def test_bad_import_is_422_naming_field_and_enqueues_nothing(
     assert (await ws.subscribe(channel))["seq"] == 0
 
     reply = await alice.http.post("/inventory/imports", json=body)
-    assert reply.status_code == 422, reply.text
-    error = reply.json()["error"]
-    assert error["code"] == "bad_request"
-    assert field in error["fields"]
-    assert field in error["message"]
+    assert_bad_request(reply, field)
 
     # Had the bad body been enqueued, its task.queued would be this channel's seq 1.
     posted = await alice.import_rows(rows(1))

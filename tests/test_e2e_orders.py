@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .processes import RedisServer
-from .stack import Stack, User, print_logs_on_failure, running, seqs, types, until_terminal
+from .stack import (
+    Stack,
+    User,
+    assert_bad_request,
+    running,
+    seqs,
+    types,
+    until_terminal,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -28,14 +36,6 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     log_dir: Path = tmp_path_factory.mktemp("e2e-orders")
     with running(redis_server, log_dir, webs=1, workers=1) as stack:
         yield stack
-
-
-@pytest.fixture
-async def alice(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[User]:
-    user = User(stack.web)
-    yield user
-    await user.aclose()
-    print_logs_on_failure(request, stack)
 
 
 async def test_order_streams_in_contract_order(alice: User) -> None:
@@ -120,11 +120,7 @@ async def test_bad_order_is_422_naming_field_and_enqueues_nothing(
     assert (await ws.subscribe(channel))["seq"] == 0
 
     reply = await alice.http.post("/orders", json=body)
-    assert reply.status_code == 422, reply.text
-    error = reply.json()["error"]
-    assert error["code"] == "bad_request"
-    assert field in error["fields"]
-    assert field in error["message"]
+    assert_bad_request(reply, field)
 
     # Had the bad body been enqueued, its task.queued would be this channel's seq 1.
     posted = await alice.order()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,6 @@ from .processes import RedisServer
 from .stack import (
     Stack,
     User,
-    print_logs_on_failure,
     quiet_after,
     running,
     seqs,
@@ -31,14 +30,6 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     log_dir: Path = tmp_path_factory.mktemp("e2e-recovery")
     with running(redis_server, log_dir, TASKCAST_STEP_DELAY=str(STEP_DELAY)) as stack:
         yield stack
-
-
-@pytest.fixture
-async def alice(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[User]:
-    user = User(stack.web)
-    yield user
-    await user.aclose()
-    print_logs_on_failure(request, stack)
 
 
 async def finished_order(user: User) -> tuple[str, list[Frame]]:

@@ -15,7 +15,6 @@ from .stack import (
     Stack,
     User,
     new_user,
-    print_logs_on_failure,
     quiet_after,
     running,
     seqs,
@@ -39,15 +38,6 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         redis_server, log_dir, webs=2, workers=2, concurrency=2, TASKCAST_STEP_DELAY=str(STEP_DELAY)
     ) as stack:
         yield stack
-
-
-@pytest.fixture
-async def alice(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[User]:
-    """Alice signed in on the first node."""
-    user = User(stack.webs[0])
-    yield user
-    await user.aclose()
-    print_logs_on_failure(request, stack)
 
 
 @pytest.fixture

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anyio
 import httpx
 import pytest
 
 from .processes import RedisServer, Web, Worker, wait_for
-from .wsclient import WS, terminal
+from .wsclient import WS, order_in_flight, terminal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def durable() -> Iterator[RedisServer]:
-    """A Redis of this test's own, with an append-only file, so a restart keeps the data."""
-    server = RedisServer(appendonly=True)
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -125,18 +116,7 @@ async def test_worker_rides_out_an_outage_mid_task(
     web = spawn("web", **env)
     assert isinstance(web, Web)
     spawn("worker", **env)
-    token = make_token("olga")
-    async with httpx.AsyncClient(base_url=web.url) as http:
-        reply = await http.post(
-            "/orders",
-            json={"customer_id": "c1", "items": [{"sku": "A", "qty": 1}]},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    task_id = reply.json()["task_id"]
-    ws = await WS.open(web.ws_url, token)
-    await ws.recv()
-    await ws.subscribe(f"task:{task_id}", since=0)
-    await ws.recv_until(lambda f: f.get("event", {}).get("type") == "task.progress", timeout=20)
+    ws, _ = await order_in_flight(web.url, web.ws_url, make_token("olga"))
     durable.stop()
     # The outage is the injected fault: the task's remaining ~1.5 s of steps run inside it.
     await anyio.to_thread.run_sync(time.sleep, 3)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from .processes import RedisServer, Web, Worker, wait_for
-from .wsclient import WS, terminal
+from .wsclient import WS, order_in_flight, terminal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -17,19 +17,7 @@ FAST_REDELIVERY = {"TASKCAST_VISIBILITY_TIMEOUT": "3", "TASKCAST_STEP_DELAY": "0
 
 
 async def _order_in_flight(web: Web, token: str) -> tuple[WS, str]:
-    """Post an order and wait until its worker has started it."""
-    async with httpx.AsyncClient(base_url=web.url) as http:
-        reply = await http.post(
-            "/orders",
-            json={"customer_id": "c", "items": [{"sku": "A", "qty": 1}]},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    task_id = reply.json()["task_id"]
-    ws = await WS.open(web.ws_url, token)
-    await ws.recv()
-    await ws.subscribe(f"task:{task_id}", since=0)
-    await ws.recv_until(lambda f: f.get("event", {}).get("type") == "task.progress", timeout=20)
-    return ws, task_id
+    return await order_in_flight(web.url, web.ws_url, token)
 
 
 def _types(ws: WS) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -76,3 +77,19 @@ def terminal(frame: Frame) -> bool:
         "task.failed",
         "task.cancelled",
     )
+
+
+async def order_in_flight(base_url: str, ws_url: str, token: str) -> tuple[WS, str]:
+    """Post an order, subscribe to its task from seq 1, and wait until a worker runs it."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        reply = await http.post(
+            "/orders",
+            json={"customer_id": "c", "items": [{"sku": "A", "qty": 1}]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    task_id = reply.json()["task_id"]
+    ws = await WS.open(ws_url, token)
+    await ws.recv()
+    await ws.subscribe(f"task:{task_id}", since=0)
+    await ws.recv_until(lambda f: f.get("event", {}).get("type") == "task.progress", timeout=20)
+    return ws, task_id
