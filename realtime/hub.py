@@ -174,12 +174,18 @@ class Hub:
                 channel = self.channels.get(name)
                 if channel is None or session.subs.get(name) is not sub:
                     return
-                if snap.entries and snap.recoverable and snap.epoch == channel.epoch:
+                if snap.epoch != channel.epoch:
+                    # The stream restarted under us: the channel's own catch-up restarts it
+                    # and tells every session, this one included.
+                    sub.replaying = False
+                    self._schedule_fill(channel)
+                    return
+                if snap.entries and snap.recoverable:
                     self._send_history(session, sub, snap.entries)
                 elif sub.last < channel.last_seq:
-                    # History lost what this session still needed (trimmed, expired, new epoch):
+                    # History lost what this session still needed (trimmed or expired):
                     # say so, then go on from the oldest event history still holds.
-                    base = max(sub.last, snap.first_kept - 1) if snap.epoch == channel.epoch else 0
+                    base = max(sub.last, snap.first_kept - 1)
                     self._notify_restart(session, sub, channel, snap, min(base, channel.last_seq))
                 if self._go_live(channel, sub):
                     return
