@@ -135,3 +135,24 @@ async def test_task_whose_queue_message_was_lost_ends_failed(
         assert state["status"] == "queued"
         broker.close()
         await ws.close()
+
+
+async def test_worker_stopped_mid_task_finishes_and_flushes(
+    spawn: Callable[..., Web | Worker], make_token: Callable[..., str]
+) -> None:
+    """SIGTERM mid-task (to the main process, as docker stop and Kubernetes send it): the warm
+    shutdown finishes the task and flushes every event before the worker exits."""
+    env = {"TASKCAST_STEP_DELAY": "0.3"}
+    web = spawn("web", **env)
+    assert isinstance(web, Web)
+    worker = spawn("worker", **env)
+    assert isinstance(worker, Worker)
+    ws, _ = await _order_in_flight(web, make_token("nora"))
+    worker.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: not worker.alive(), 30, "the worker to finish its task and exit")
+    end = await ws.recv_until(terminal, timeout=10)
+    assert end["event"]["type"] == "task.succeeded"
+    types = _types(ws)
+    assert types.count("task.progress") == 5, types
+    assert types.count("task.started") == 1, types
+    await ws.close()
