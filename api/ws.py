@@ -34,6 +34,7 @@ from realtime.session import Session
 from realtime.tokens import Principal, bearer, verify
 
 from .deps import Node
+from .wsprotocol import EXTENSION as SEND_NOWAIT
 
 logger = logging.getLogger("taskcast.ws")
 CLOSE_GRACE_SECONDS = 5.0
@@ -111,10 +112,12 @@ class WebSocketEndpoint:
         async def close(code: int, reason: str) -> None:
             await send({"type": "websocket.close", "code": code, "reason": reason})
 
+        direct = scope.get("extensions", {}).get(SEND_NOWAIT)
         session = Session(
             send_text,
             close,
             principal,
+            send_nowait=direct["send"] if direct else None,
             max_frames=settings.outbound_max_frames,
             max_bytes=settings.outbound_max_bytes,
         )

@@ -155,6 +155,7 @@ class Server:
                 }
             )
             args = [str(BIN / "uvicorn"), "api.main:create_app", *common]
+            args += ["--ws", "api.wsprotocol:WebSocketProtocol"]  # as the Procfile runs it
             ready = f"http://127.0.0.1:{self.port}/healthz"
         else:
             args = [str(BIN / "uvicorn"), "anchor_server:create_app", "--app-dir", str(HERE)]

@@ -186,7 +186,8 @@ def up(
         python = sys.executable
         web_args = [
             python, "-m", "uvicorn", "--factory", "api.main:create_app",
-            "--host", host, "--port", str(port), "--ws-max-size", "65536",
+            "--host", host, "--port", str(port),
+            "--ws", "api.wsprotocol:WebSocketProtocol", "--ws-max-size", "65536",
             "--timeout-graceful-shutdown", "5",
         ]  # fmt: skip
         worker_args = [python, "-m", "celery", "-A", "workers.app", "worker", "--loglevel", "INFO"]

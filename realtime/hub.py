@@ -79,7 +79,6 @@ class Hub:
         self.sessions.add(session)
         user = session.principal.user
         self._per_user[user] = self._per_user.get(user, 0) + 1
-        session.start()
 
     def connections_of(self, user: str) -> int:
         """Open sessions of `user` on this node (the per-user connection cap reads this)."""

@@ -16,6 +16,7 @@ from .tokens import Principal
 
 Send = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
+SendNowait = Callable[[str], bool]  # False: cannot send without waiting; use Send
 
 _ids = itertools.count(1)
 
@@ -30,15 +31,19 @@ class Subscription:
 
 
 class Session:
-    """Outbound side of one connection; the hub pushes pre-encoded frames, a writer task sends.
+    """Outbound side of one connection; the hub pushes pre-encoded frames.
 
-    The queue is bounded in frames and bytes. Once it holds more than an eighth of its bound, a
-    queued `task.progress` frame of a task is replaced by a newer one (the client sees seq skip
-    over progress only); any frame that does not fit closes the connection with 4008, so nothing
+    A frame goes straight to the socket when the connection offers a synchronous send
+    (`send_nowait`) and nothing is queued before it; otherwise it is queued and a writer task,
+    alive only while the queue holds frames, sends it with the awaitable `send`. The queue is
+    bounded in frames and bytes. Once it holds more than an eighth of its bound, a queued
+    `task.progress` frame of a task is replaced by a newer one (the client sees seq skip over
+    progress only); any frame that does not fit closes the connection with 4008, so nothing
     is ever dropped silently.
     """
 
     __slots__ = (
+        "_busy",
         "_bytes",
         "_close",
         "_close_code",
@@ -47,7 +52,7 @@ class Session:
         "_queue",
         "_room",
         "_send",
-        "_wake",
+        "_send_nowait",
         "_writer",
         "closed",
         "id",
@@ -63,6 +68,7 @@ class Session:
         close: Close,
         principal: Principal,
         *,
+        send_nowait: SendNowait | None = None,
         max_frames: int = 4096,
         max_bytes: int = 8 * 1024 * 1024,
     ) -> None:
@@ -75,30 +81,39 @@ class Session:
         self._pressure = max(16, max_frames // 8)
         self.closed = False
         self._send = send
+        self._send_nowait = send_nowait
         self._close = close
         self._close_code: tuple[int, str] | None = None
         self._queue: deque[list[str | None]] = deque()
         self._coalesce: dict[str, list[str | None]] = {}
         self._bytes = 0
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
+        self._busy = False  # the writer is inside `send`: a direct send would overtake it
+        self._room: asyncio.Event | None = None  # made when a replay waits for room
         self._writer: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._writer = asyncio.create_task(self._run(), name=f"taskcast-writer-{self.id}")
 
     async def stop(self) -> None:
         """Stop the writer (the connection is gone or closing)."""
         self.closed = True
-        self._room.set()
-        if self._writer is not None and self._writer is not asyncio.current_task():
-            self._writer.cancel()
+        if self._room is not None:
+            self._room.set()
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
+                await writer
 
     def push(self, frame: str, coalesce_key: str = "") -> None:
-        """Queue a frame; never blocks. Called by the hub for every recipient of an event."""
+        """Send or queue a frame; never blocks. Called by the hub for every recipient."""
         if self.closed:
+            return
+        if (
+            self._send_nowait is not None
+            and not self._queue
+            and not self._busy
+            and self._close_code is None
+            and self._send_nowait(frame)
+        ):
+            metrics.COUNTS.frames_out += 1
             return
         if coalesce_key and self.crowded:
             old = self._coalesce.get(coalesce_key)
@@ -115,13 +130,17 @@ class Session:
         self._bytes += len(frame)
         if coalesce_key:
             self._coalesce[coalesce_key] = entry
-        self._wake.set()
+        self._start_writer()
 
     def close_soon(self, code: int, reason: str = "") -> None:
-        """Ask the writer to send what it may and close with `code`."""
+        """Send what may still be sent, then close with `code`."""
         if self._close_code is None:
             self._close_code = (code, reason)
-            self._wake.set()
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._run(), name=f"taskcast-writer-{self.id}")
 
     def _overflow(self, size: int) -> bool:
         """A frame of `size` does not fit: True (closing with 4008) unless compaction made room."""
@@ -135,7 +154,7 @@ class Session:
             self._coalesce.clear()
             self._bytes = 0
             self._close_code = (WS_4008_SLOW_CONSUMER, "slow consumer")
-            self._wake.set()
+            self._start_writer()
             return True
         return False
 
@@ -151,35 +170,46 @@ class Session:
     async def room(self) -> None:
         """Wait until the queue is no longer crowded (paced history replay uses this)."""
         while self.crowded and not self.closed:
+            if self._room is None:
+                self._room = asyncio.Event()
             self._room.clear()
             await self._room.wait()
 
     async def _run(self) -> None:
-        queue_pop = self._queue.popleft
+        """Send the queue in order, then the close if one is asked for; end when empty."""
+        queue = self._queue
         try:
             while True:
-                while self._queue:
-                    queue_pop = self._queue.popleft
-                    entry = queue_pop()
-                    frame = entry[0]
-                    if frame is None:
-                        continue
-                    key = entry[1]
-                    if key and self._coalesce.get(key) is entry:
-                        del self._coalesce[key]
-                    self._bytes -= len(frame)
+                if queue is not self._queue:  # compacted by `_overflow`
+                    queue = self._queue
+                if not queue:
+                    break
+                entry = queue.popleft()
+                frame = entry[0]
+                if frame is None:
+                    continue
+                key = entry[1]
+                if key and self._coalesce.get(key) is entry:
+                    del self._coalesce[key]
+                self._bytes -= len(frame)
+                self._busy = True
+                try:
                     await self._send(frame)
-                    metrics.COUNTS.frames_out += 1
-                    if not self._room.is_set() and not self.crowded:
-                        self._room.set()
-                if self._close_code is not None:
-                    self.closed = True
-                    code, reason = self._close_code
-                    await self._close(code, reason)
-                    return
-                self._wake.clear()
-                await self._wake.wait()
+                finally:
+                    self._busy = False
+                metrics.COUNTS.frames_out += 1
+                room = self._room
+                if room is not None and not room.is_set() and not self.crowded:
+                    room.set()
+            if self._close_code is not None:
+                self.closed = True
+                code, reason = self._close_code
+                await self._close(code, reason)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the socket went away mid-send
             self.closed = True
+        finally:
+            self._writer = None
+            if self.closed and self._room is not None:
+                self._room.set()

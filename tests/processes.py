@@ -168,7 +168,8 @@ class Web(Process):
         args = [
             str(BIN / "uvicorn"), "--factory", "api.main:create_app",
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--ws-max-size", "65536", "--timeout-graceful-shutdown", "3",
+            "--ws", "api.wsprotocol:WebSocketProtocol", "--ws-max-size", "65536",
+            "--timeout-graceful-shutdown", "3",
         ]  # fmt: skip
         super().__init__(name, args, env, log_dir)
         self.url = f"http://127.0.0.1:{self.port}"

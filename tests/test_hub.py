@@ -368,7 +368,6 @@ async def test_slow_consumer_is_closed_with_4008() -> None:
     """A session whose queue exceeds its bound with non-progress frames closes with 4008."""
     sock = StalledSocket()
     session = Session(sock.send, sock.close, Principal("a", frozenset()), max_frames=32)
-    session.start()
     for seq in range(1, 40):
         session.push(other(seq))
     assert session.closed
@@ -385,7 +384,6 @@ async def test_byte_bound_closes_too() -> None:
     session = Session(
         sock.send, sock.close, Principal("a", frozenset()), max_frames=1000, max_bytes=10_000
     )
-    session.start()
     for seq in range(1, 20):
         session.push(json.dumps({"type": "event", "seq": seq, "pad": "x" * 1000}))
     sock.release.set()
@@ -399,7 +397,6 @@ async def test_progress_coalesces_under_pressure_and_nothing_else_is_dropped() -
     """Under pressure queued progress of a task gives way to newer; other frames all arrive."""
     sock = StalledSocket()
     session = Session(sock.send, sock.close, Principal("a", frozenset()), max_frames=64)
-    session.start()
     seq = 0
     pushed_other: list[int] = []
     for _ in range(30):
@@ -427,7 +424,6 @@ async def test_idle_session_sees_every_progress_frame() -> None:
     sock = StalledSocket()
     sock.release.set()
     session = Session(sock.send, sock.close, Principal("a", frozenset()))
-    session.start()
     for seq in range(1, 11):
         session.push(progress(seq), "t1")
     await drain(session, sock)
@@ -439,7 +435,6 @@ async def test_frame_fitting_after_coalescing_is_not_dropped() -> None:
     """A frame that fits once coalesced progress is compacted away is queued, not dropped."""
     sock = StalledSocket()
     session = Session(sock.send, sock.close, Principal("a", frozenset()), max_frames=20)
-    session.start()
     for seq in range(1, 17):
         session.push(other(seq))
     for seq in range(17, 21):
@@ -449,4 +444,65 @@ async def test_frame_fitting_after_coalescing_is_not_dropped() -> None:
     await drain(session, sock)
     sent = [json.loads(t)["seq"] for t in sock.sent]
     assert sent == [*range(1, 17), 20, 21]
+    await session.stop()
+
+
+class DirectSocket(StalledSocket):
+    """A socket with a synchronous send too, which refuses while `paused` (a full buffer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+        self.direct: list[str] = []
+
+    def send_nowait(self, text: str) -> bool:
+        if self.paused:
+            return False
+        self.sent.append(text)
+        self.direct.append(text)
+        return True
+
+
+async def test_direct_send_is_used_when_nothing_waits() -> None:
+    """With an idle socket every frame goes out at once, without the writer task."""
+    sock = DirectSocket()
+    session = Session(
+        sock.send, sock.close, Principal("a", frozenset()), send_nowait=sock.send_nowait
+    )
+    for seq in range(1, 4):
+        session.push(other(seq))
+    assert [json.loads(t)["seq"] for t in sock.direct] == [1, 2, 3]
+    assert session.queued == 0
+    await session.stop()
+
+
+async def test_direct_send_never_overtakes_a_queued_or_sending_frame() -> None:
+    """A frame refused while the socket was full is queued; later frames wait behind it (and
+    behind a send in progress) even once the socket could take them directly."""
+    sock = DirectSocket()
+    session = Session(
+        sock.send, sock.close, Principal("a", frozenset()), send_nowait=sock.send_nowait
+    )
+    sock.paused = True
+    session.push(other(1))  # refused: queued; the writer task has not run yet
+    sock.paused = False
+    session.push(other(2))  # the socket would take it, but frame 1 is queued before it
+    assert sock.direct == []
+    await drain(session, sock)
+    sock.release.clear()
+    sock.paused = True
+    session.push(other(3))  # refused: queued; the writer takes it and blocks in send
+    sock.paused = False
+    with anyio.fail_after(5):
+        while session.queued:  # noqa: ASYNC110 - the writer takes frame 3 into its send
+            await anyio.sleep(0.001)
+    session.push(other(4))  # nothing queued, but frame 3 is still being sent
+    assert sock.direct == []
+    await drain(session, sock)
+    with anyio.fail_after(5):
+        while len(sock.sent) < 4:  # noqa: ASYNC110 - the writer sends frame 4 after 3
+            await anyio.sleep(0.001)
+    assert [json.loads(t)["seq"] for t in sock.sent] == [1, 2, 3, 4]
+    session.push(other(5))  # all sent: direct again
+    assert [json.loads(t)["seq"] for t in sock.direct] == [5]
     await session.stop()

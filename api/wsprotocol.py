@@ -1,0 +1,77 @@
+"""uvicorn's WebSocket protocol plus a direct, synchronous send of text frames.
+
+An ASGI `send` per frame costs a coroutine, uvicorn's framing and one write per socket; with a
+fan-out every subscriber's frame is the same bytes. This protocol offers the app, as the ASGI
+extension `taskcast.send_nowait`, a `send_nowait(text) -> bool` that writes the frame to the
+transport at once, framing the text once for every socket it goes to. It refuses (False)
+whenever the frame cannot be written now (the transport is paused or closing); the app then
+falls back to `send`, so flow control and ordering stay uvicorn's. Run it with
+`uvicorn --ws api.wsprotocol:WebSocketProtocol`; under any other server the app uses `send`.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+from websockets.protocol import State
+
+EXTENSION = "taskcast.send_nowait"
+_TEXT = 0x81  # FIN + text opcode; frames from a server are never masked (RFC 6455 5.1)
+
+
+class _Framer:
+    """The wire bytes of the last text framed: one event fanned out is framed once."""
+
+    __slots__ = ("text", "wire")
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.wire = b""
+
+    def frame(self, text: str) -> bytes:
+        if text is self.text:  # the same object: every subscriber of one event
+            return self.wire
+        data = text.encode()
+        size = len(data)
+        if size < 126:
+            head = bytes((_TEXT, size))
+        elif size < 65536:
+            head = struct.pack("!BBH", _TEXT, 126, size)
+        else:
+            head = struct.pack("!BBQ", _TEXT, 127, size)
+        self.text, self.wire = text, head + data
+        return self.wire
+
+
+_framer = _Framer()  # one per process: the event loop is single-threaded
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol with the `taskcast.send_nowait` extension."""
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # The app's task is created but has not run: it sees the extension in its scope.
+        if self.handshake_initiated and not self.close_sent:
+            self.scope["extensions"][EXTENSION] = {"send": self.send_nowait}
+
+    def send_nowait(self, text: str) -> bool:
+        """Write one text frame now; False if it cannot go without waiting (use `send`)."""
+        if (
+            not self.handshake_complete
+            or self.initial_response is not None
+            or self.close_sent
+            or self.disconnected
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.transport.is_closing()
+        ):
+            return False
+        if self.conn.extensions:  # permessage-deflate: compressed per connection
+            self.conn.send_text(text.encode())
+            self.transport.write(b"".join(self.conn.data_to_send()))
+        else:
+            self.transport.write(_framer.frame(text))
+        return True

@@ -1,0 +1,130 @@
+"""The WebSocket protocol's direct send: right frames, deflate or not, order under backpressure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any
+
+import anyio
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from api.wsprotocol import _Framer
+from realtime.backend import make_broadcast
+from realtime.connections import redis_client
+from realtime.publisher import Publisher
+from realtime.store import Store
+
+from .processes import Web, Worker
+from .wsclient import WS
+
+pytestmark = pytest.mark.anyio
+
+
+def parse(wire: bytes) -> Frame:
+    """Parse one server frame with websockets' own parser (unmasked, no size limit)."""
+    reader = StreamReader()
+    reader.feed_data(wire)
+    reader.feed_eof()
+    parser: Generator[None, None, Frame] = Frame.parse(reader.read_exact, mask=False, max_size=None)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame: Frame = done.value
+        return frame
+    raise AssertionError("frame incomplete")
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_framer_writes_what_websockets_parses(size: int) -> None:
+    """Every length encoding (7-bit, 16-bit, 64-bit) parses back to the same final text frame."""
+    text = "é" * (size // 2) + "x" * (size % 2)  # multi-byte: the length is in bytes
+    frame = parse(_Framer().frame(text))
+    assert frame.opcode is Opcode.TEXT
+    assert frame.fin
+    assert frame.data.decode() == text
+
+
+def test_framer_frames_one_event_once() -> None:
+    """The same text object gets the same bytes object; a new text is framed anew."""
+    framer = _Framer()
+    text = json.dumps({"type": "event", "seq": 1})
+    first = framer.frame(text)
+    assert framer.frame(text) is first
+    other = json.dumps({"type": "event", "seq": 2})
+    assert parse(framer.frame(other)).data.decode() == other
+
+
+@pytest.fixture
+async def publisher(redis_url: str) -> AsyncIterator[Publisher]:
+    redis = redis_client(redis_url)
+    broadcast = make_broadcast(redis_url)
+    await broadcast.connect()
+    yield Publisher(Store(redis), broadcast)
+    await broadcast.disconnect()
+    await redis.aclose()
+
+
+async def notify(publisher: Publisher, user: str, n: int, size: int) -> None:
+    await publisher.emit(
+        "notification",
+        data={"title": f"n{n}", "message": "m" * size},
+        user_id=user,
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_subscriber_gets_every_size_in_order(
+    spawn: Callable[..., Web | Worker],
+    publisher: Publisher,
+    make_token: Callable[..., str],
+    compression: Any,
+) -> None:
+    """Plain and permessage-deflate clients get each event, small to large, whole and in order."""
+    web = spawn("web")
+    assert isinstance(web, Web)
+    user = f"wsp-{compression}"
+    ws = await WS.open(web.ws_url, make_token(user), compression=compression)
+    assert (await ws.recv())["type"] == "welcome"
+    assert (await ws.subscribe(f"user:{user}"))["type"] == "subscribed"
+    sizes = [0, 100, 126, 5000, 65536, 200_000, 3]
+    for n, size in enumerate(sizes):
+        await notify(publisher, user, n, size)
+    got = [await ws.recv_until(lambda f: f["type"] == "event") for _ in sizes]
+    assert [f["seq"] for f in got] == list(range(1, len(sizes) + 1))
+    assert [len(f["event"]["data"]["message"]) for f in got] == sizes
+    await ws.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+async def test_order_holds_when_the_socket_backs_up_and_drains(
+    spawn: Callable[..., Web | Worker], publisher: Publisher, make_token: Callable[..., str]
+) -> None:
+    """A client that stops reading fills its socket (frames queue on the server); reading
+    again while events keep coming, it gets every one in order, none twice: direct and
+    queued sends never overtake each other."""
+    web = spawn("web", TASKCAST_OUTBOUND_MAX_BYTES=str(64 * 1024 * 1024))
+    assert isinstance(web, Web)
+    ws = await WS.open(web.ws_url, make_token("stall"), compression=None, max_queue=1)
+    assert (await ws.recv())["type"] == "welcome"
+    assert (await ws.subscribe("user:stall"))["type"] == "subscribed"
+    count, backed_up = 600, 150  # 150 x 40 KB: more than loopback socket buffers hold
+    halfway = anyio.Event()
+
+    async def produce() -> None:
+        for n in range(count):
+            await notify(publisher, "stall", n, 40_000)
+            if n == backed_up:
+                halfway.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        await halfway.wait()  # the socket is full: events queue while more keep coming
+        got = [await ws.recv_until(lambda f: f["type"] == "event", 20) for _ in range(count)]
+    assert [f["seq"] for f in got] == list(range(1, count + 1))
+    assert [f["event"]["data"]["title"] for f in got] == [f"n{n}" for n in range(count)]
+    await ws.close()
