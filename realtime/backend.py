@@ -15,11 +15,11 @@ import random
 from typing import Any
 from urllib.parse import urlparse
 
+import hiredis
 from broadcaster import Broadcast, BroadcastBackend, Event
 
 from . import metrics
-from .connections import redis_client
-from .pubsub import PubSubConnection
+from .resp import Connection, Pipeline, command
 
 logger = logging.getLogger("taskcast.backend")
 # Our own generator: retry jitter must not touch the global `random` state of the host.
@@ -35,7 +35,11 @@ BACKOFF_FIRST, BACKOFF_CAP = 0.05, 1.0
 
 
 class RedisBackend(BroadcastBackend):
-    """Redis pub/sub for `Broadcast`: supervised listener, bounded buffer, pipelined publish."""
+    """Redis pub/sub for `Broadcast`: supervised listener, bounded buffer, pipelined publish.
+
+    Both directions use raw connections (`realtime/resp.py`), not redis-py: these are the
+    per-event paths of every node and worker.
+    """
 
     def __init__(self, url: str, *, queue_bound: int = QUEUE_BOUND) -> None:
         self._url = url
@@ -43,7 +47,7 @@ class RedisBackend(BroadcastBackend):
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._channels: set[str] = set()
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
-        self._pubsub: PubSubConnection | None = None
+        self._pubsub: Connection | None = None
         self._gap = False
         self._closing = False
         self.connected = asyncio.Event()
@@ -51,7 +55,7 @@ class RedisBackend(BroadcastBackend):
         self._supervisor: asyncio.Task[None] | None = None
         self._pending: list[tuple[str, Any, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._pub = redis_client(url, max_connections=8)
+        self._pub = Pipeline(url)
 
     async def connect(self) -> None:
         """Nothing to do yet: a publish-only user (a worker) never opens a pub/sub connection."""
@@ -117,10 +121,12 @@ class RedisBackend(BroadcastBackend):
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                async with self._pub.pipeline(transaction=False) as pipe:
-                    for channel, message, _ in batch:
-                        pipe.publish(channel, message)
-                    await pipe.execute()
+                replies = await self._pub.execute(
+                    [command("PUBLISH", channel, message) for channel, message, _ in batch]
+                )
+                refused = next((r for r in replies if isinstance(r, hiredis.ReplyError)), None)
+                if refused is not None:
+                    raise ConnectionError(f"Redis refused PUBLISH: {refused}")
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
                 for _, _, future in batch:
                     if not future.done():
@@ -150,7 +156,7 @@ class RedisBackend(BroadcastBackend):
         delay = BACKOFF_FIRST
         first = True
         while not self._closing:
-            pubsub = PubSubConnection(self._url)
+            pubsub = Connection(self._url)
             try:
                 await pubsub.open()
                 pubsub.send("SUBSCRIBE", HEARTBEAT_CHANNEL, *self._redis_channels())
@@ -187,7 +193,7 @@ class RedisBackend(BroadcastBackend):
     def _redis_channels(self) -> list[str]:
         return [c for c in self._channels if c != CONTROL_CHANNEL]
 
-    async def _listen(self, pubsub: PubSubConnection) -> None:
+    async def _listen(self, pubsub: Connection) -> None:
         watchdog = asyncio.create_task(self._watchdog(pubsub))
         deliver = self._deliver
         try:
@@ -208,7 +214,7 @@ class RedisBackend(BroadcastBackend):
         finally:
             watchdog.cancel()
 
-    async def _watchdog(self, pubsub: PubSubConnection) -> None:
+    async def _watchdog(self, pubsub: Connection) -> None:
         """Ping on the pub/sub connection; a silent link (no RST) is treated as lost."""
         loop = asyncio.get_running_loop()
         self._last_pong = loop.time()

@@ -25,7 +25,13 @@ from .backend import make_broadcast
 from .connections import redis_client
 from .events import make_event, now_iso, progress_data, source
 from .publisher import Publisher, prepare
+from .resp import Pipeline
 from .store import Store
+
+try:  # uvloop's round trips cost this thread about half of asyncio's
+    from uvloop import new_event_loop
+except ImportError:  # pragma: no cover - platforms without uvloop
+    from asyncio import new_event_loop  # type: ignore[assignment]
 
 logger = logging.getLogger("taskcast.emitter")
 # Our own generator: retry jitter must not touch the global `random` state of the host.
@@ -198,7 +204,7 @@ class Emitter:
     # -- the publisher thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self._loop = loop
         try:
             loop.run_until_complete(self._main())
@@ -208,11 +214,13 @@ class Emitter:
     async def _main(self) -> None:
         self._wakeup = asyncio.Event()
         redis = redis_client(self._redis_url)
+        pipeline = Pipeline(self._redis_url)  # the batches' round trips, without redis-py's cost
         store = Store(
             redis,
             history_size=self._history_size,
             history_ttl=self._history_ttl,
             max_deliveries=self._max_deliveries,
+            pipeline=pipeline,
         )
         broadcast = make_broadcast(self._broadcast_url)
         await broadcast.connect()
@@ -252,6 +260,8 @@ class Emitter:
         finally:
             with contextlib.suppress(Exception):
                 await broadcast.disconnect()
+            with contextlib.suppress(Exception):
+                await pipeline.aclose()
             with contextlib.suppress(Exception):
                 await redis.aclose()
 

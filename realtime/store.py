@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import hiredis
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .events import now_iso
+from .resp import Pipeline, command
 
 PREFIX = "tc:"
 RUNNING = PREFIX + "running"  # sorted set: running task id -> last sign of life (epoch s)
@@ -268,8 +270,10 @@ class Store:
         history_size: int = 1000,
         history_ttl: int = 86400,
         max_deliveries: int = 3,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.redis = redis
+        self.pipeline = pipeline  # a raw connection for `append_many` (the worker's hot path)
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.max_deliveries = max_deliveries
@@ -324,16 +328,28 @@ class Store:
         args = [self._args(event, encoded, topic) for event, encoded, topic in batch]
         for attempt in range(2):
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for one in args:
-                        pipe.evalsha(self._store.sha, 1, PREFIX, *one)
-                    results = await pipe.execute()
+                if self.pipeline is not None:
+                    results = await self._append_raw(self.pipeline, args)
+                else:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for one in args:
+                            pipe.evalsha(self._store.sha, 1, PREFIX, *one)
+                        results = await pipe.execute()
                 return [_stored(out) for out in results]
             except NoScriptError:
                 if attempt:
                     raise
                 await self.redis.script_load(_STORE)
         raise AssertionError("unreachable")
+
+    async def _append_raw(self, pipeline: Pipeline, args: list[list[Any]]) -> list[Any]:
+        sha = self._store.sha
+        replies = await pipeline.execute([command("EVALSHA", sha, 1, PREFIX, *one) for one in args])
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                text = str(reply)
+                raise NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
+        return replies
 
     async def read(self, channel: str, since: int | None = None, limit: int = 0) -> Snapshot:
         """Position, state and the history after `since` (`None`: none), `limit` entries at most."""

@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from realtime.events import encode_event, make_event
+from realtime.resp import Pipeline
 from realtime.store import Message, Store, Stored
 
 pytestmark = pytest.mark.anyio
@@ -66,9 +67,11 @@ async def test_seqs_are_gap_free_across_threads_and_clients(redis_url: str) -> N
     lock = threading.Lock()
     start = threading.Barrier(threads)
 
-    async def run() -> None:
+    async def run(raw: bool) -> None:
         client = Redis.from_url(redis_url, socket_timeout=5.0)
-        own = Store(client, history_size=1000)
+        # Half the threads store through redis-py, half through the raw pipeline the emitter uses.
+        pipeline = Pipeline(redis_url) if raw else None
+        own = Store(client, history_size=1000, pipeline=pipeline)
         start.wait(10)
         try:
             for _ in range(per_thread // 10):
@@ -79,15 +82,17 @@ async def test_seqs_are_gap_free_across_threads_and_clients(redis_url: str) -> N
                     with lock:
                         found.extend(seqs(stored, "topic:orders"))
         finally:
+            if pipeline is not None:
+                await pipeline.aclose()
             await client.aclose()
 
-    def target() -> None:
+    def target(raw: bool) -> None:
         try:
-            asyncio.run(run())
+            asyncio.run(run(raw))
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             errors.append(exc)
 
-    workers = [threading.Thread(target=target) for _ in range(threads)]
+    workers = [threading.Thread(target=target, args=(i % 2 == 0,)) for i in range(threads)]
     for w in workers:
         w.start()
 
@@ -307,3 +312,20 @@ async def test_stored_frame_is_the_contract_event_frame(store: Store) -> None:
         "event": ev,
     }
     assert abs(message.emitted_ms / 1000 - time.time()) < 60
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["redis-py", "raw pipeline"])
+async def test_batch_survives_redis_forgetting_the_script(
+    redis: Redis, redis_url: str, raw: bool
+) -> None:
+    """After SCRIPT FLUSH (as after a restart) a batch still stores: the script is loaded again."""
+    pipeline = Pipeline(redis_url) if raw else None
+    own = Store(redis, history_size=50, pipeline=pipeline)
+    first = [(e, encode_event(e), "orders") for e in _orders(2)]
+    await own.append_many(first)
+    await redis.script_flush()
+    second = [(e, encode_event(e), "orders") for e in _orders(2)]
+    stored = await own.append_many(second)
+    assert [seqs(s, "topic:orders") for s in stored] == [[3], [4]]
+    if pipeline is not None:
+        await pipeline.aclose()
