@@ -8,10 +8,12 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
 from realtime.backend import make_broadcast
@@ -23,10 +25,29 @@ from workers.signatures import QUEUES, UNACKED, sender
 from . import auth, errors, inventory, ops, orders, sse, tasks
 from .deps import Node
 from .limits import BodyLimit
-from .ws import WebSocketShortcut
+from .ws import WebSocketEndpoint
 
 STATIC = Path(__file__).parent / "static"
 logger = logging.getLogger("taskcast.api")
+
+
+class App(FastAPI):
+    """FastAPI whose `/ws` goes straight to its endpoint, past the whole middleware stack.
+
+    A WebSocket lives for hours: every layer it passes through (telemetry, error handling,
+    routing) is a coroutine frame held per connection, and a wrapper on every `send`.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.ws_endpoint = WebSocketEndpoint()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            scope["app"] = self
+            await self.ws_endpoint(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -76,9 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
 
     redaction.install()  # uvicorn has configured logging by now; tokens never reach a log
-    app = FastAPI(title="taskcast", version="0.1.0", lifespan=lifespan)
+    app = App(title="taskcast", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit)
-    app.add_middleware(WebSocketShortcut)  # added last: outermost, so /ws skips the stack
     app.state.metrics = metrics.registry()
     errors.install(app)
     app.include_router(orders.router)

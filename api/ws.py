@@ -8,7 +8,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from realtime import channels, metrics
 from realtime.errors import (
@@ -219,22 +219,3 @@ class WebSocketEndpoint:
             reply["ref"] = frame.ref
         session.push(encode(reply))
         node.hub.finish_subscribe(session, channel.name, replay)
-
-
-class WebSocketShortcut:
-    """Outermost middleware: `/ws` goes straight to its endpoint.
-
-    Every frame a node sends passes through `send`; here it is uvicorn's own, not one wrapped
-    by each layer of Starlette's stack (exception handling, routing). HTTP is untouched.
-    """
-
-    def __init__(self, app: ASGIApp, path: str = "/ws") -> None:
-        self.app = app
-        self.path = path
-        self.endpoint = WebSocketEndpoint()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == self.path:
-            await self.endpoint(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)

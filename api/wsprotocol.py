@@ -11,11 +11,16 @@ falls back to `send`, so flow control and ordering stay uvicorn's. Run it with
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 from websockets.protocol import State
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGISendEvent
 
 EXTENSION = "taskcast.send_nowait"
 _TEXT = 0x81  # FIN + text opcode; frames from a server are never masked (RFC 6455 5.1)
@@ -48,14 +53,91 @@ class _Framer:
 _framer = _Framer()  # one per process: the event loop is single-threaded
 
 
+class _Inbox:
+    """uvicorn's receive queue without `asyncio.Queue`'s four deques (~2.4 KiB a socket).
+
+    One consumer (the app's `receive`), a handful of items at most: uvicorn pauses reading
+    while a message waits.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+class _Flag:
+    """uvicorn's `writable` event without `asyncio.Event`'s deque: waiters only when paused."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[bool]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return await waiter
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol with the `taskcast.send_nowait` extension."""
+    """uvicorn's websockets-sansio protocol with the `taskcast.send_nowait` extension.
+
+    It also holds less per idle connection: a light receive queue and writable flag, and
+    no copy of the handshake's request and response once the connection is accepted.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         # The app's task is created but has not run: it sees the extension in its scope.
         if self.handshake_initiated and not self.close_sent:
             self.scope["extensions"][EXTENSION] = {"send": self.send_nowait}
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # Only the handshake reads these; headers and all, they are kilobytes a socket.
+            self.request = self.response = None  # type: ignore[assignment]
 
     def send_nowait(self, text: str) -> bool:
         """Write one text frame now; False if it cannot go without waiting (use `send`)."""

@@ -34,7 +34,10 @@ class _Channel:
     last_seq: int = 0
     epoch: str = ""
     pending: dict[int, Message] = field(default_factory=dict)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # A future, not an Event: one per channel, and an Event carries a deque (~0.6 KiB).
+    ready: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     failed: BaseException | None = None
     filling: bool = False
     pump: asyncio.Task[None] | None = None
@@ -232,9 +235,10 @@ class Hub:
         if channel.reaper is not None:
             channel.reaper.cancel()
             channel.reaper = None
-        if not channel.ready.is_set():
+        if not channel.ready.done():
             try:
-                await asyncio.wait_for(channel.ready.wait(), READY_TIMEOUT)
+                # shield: one subscriber giving up must not cancel the others' wait
+                await asyncio.wait_for(asyncio.shield(channel.ready), READY_TIMEOUT)
             except TimeoutError:
                 raise Unavailable("the event stream is unreachable; retry") from None
         if channel.failed is not None:
@@ -246,7 +250,7 @@ class Hub:
             async with self.broadcast.subscribe(channel.name) as subscriber:
                 snap = await self.store.read(channel.name)
                 channel.last_seq, channel.epoch = snap.seq, snap.epoch
-                channel.ready.set()
+                channel.ready.set_result(None)
                 on_message = self._on_message
                 async for event in subscriber:  # type: ignore[union-attr]
                     if event is not None:
@@ -256,7 +260,8 @@ class Hub:
         except Exception as exc:  # noqa: BLE001 - a new subscriber will build a fresh channel
             logger.warning("channel %s failed: %s", channel.name, type(exc).__name__)
             channel.failed = exc
-            channel.ready.set()
+            if not channel.ready.done():
+                channel.ready.set_result(None)
 
     def _on_message(self, channel: _Channel, raw: str) -> None:
         message = Message.parse(raw)
@@ -297,7 +302,7 @@ class Hub:
             self._fanout(channel, message)
 
     def _schedule_fill(self, channel: _Channel) -> None:
-        if not channel.filling and channel.ready.is_set() and channel.failed is None:
+        if not channel.filling and channel.ready.done() and channel.failed is None:
             channel.filling = True
             self._track(asyncio.create_task(self._fill(channel)))
 

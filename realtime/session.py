@@ -19,6 +19,9 @@ Close = Callable[[int, str], Awaitable[None]]
 SendNowait = Callable[[str], bool]  # False: cannot send without waiting; use Send
 
 _ids = itertools.count(1)
+# Shared by every session with nothing queued (most of them): a deque costs ~0.6 KiB.
+# Never appended to; `push` gives a session its own deque first.
+_NOTHING_QUEUED: deque[list[str | None]] = deque(maxlen=0)
 
 
 @dataclass(slots=True)
@@ -84,7 +87,7 @@ class Session:
         self._send_nowait = send_nowait
         self._close = close
         self._close_code: tuple[int, str] | None = None
-        self._queue: deque[list[str | None]] = deque()
+        self._queue: deque[list[str | None]] = _NOTHING_QUEUED  # a deque of its own when needed
         self._coalesce: dict[str, list[str | None]] = {}
         self._bytes = 0
         self._busy = False  # the writer is inside `send`: a direct send would overtake it
@@ -126,6 +129,8 @@ class Session:
         ) and self._overflow(len(frame)):
             return
         entry: list[str | None] = [frame, coalesce_key]
+        if self._queue is _NOTHING_QUEUED:
+            self._queue = deque()
         self._queue.append(entry)
         self._bytes += len(frame)
         if coalesce_key:
@@ -150,7 +155,7 @@ class Session:
         if len(self._queue) >= self.max_frames or self._bytes + size > self.max_bytes:
             metrics.COUNTS.slow_consumer_closes += 1
             self.closed = True
-            self._queue.clear()
+            self._queue = _NOTHING_QUEUED
             self._coalesce.clear()
             self._bytes = 0
             self._close_code = (WS_4008_SLOW_CONSUMER, "slow consumer")
@@ -211,5 +216,7 @@ class Session:
             self.closed = True
         finally:
             self._writer = None
+            if not self._queue:
+                self._queue = _NOTHING_QUEUED  # drained: give the deque back
             if self.closed and self._room is not None:
                 self._room.set()

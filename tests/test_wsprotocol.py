@@ -11,7 +11,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.wsprotocol import _Framer
+from api.wsprotocol import _Flag, _Framer, _Inbox
 from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.publisher import Publisher
@@ -128,3 +128,44 @@ async def test_order_holds_when_the_socket_backs_up_and_drains(
     assert [f["seq"] for f in got] == list(range(1, count + 1))
     assert [f["event"]["data"]["title"] for f in got] == [f"n{n}" for n in range(count)]
     await ws.close()
+
+
+async def test_inbox_hands_over_in_order_and_survives_a_cancelled_get() -> None:
+    """The light receive queue: FIFO, a waiting get wakes on put, a cancelled get loses nothing."""
+    inbox = _Inbox()
+    assert inbox.empty()
+    with anyio.move_on_after(0.05):
+        await inbox.get()  # nothing there: cancelled while waiting
+    inbox.put_nowait({"n": 1})
+    inbox.put_nowait({"n": 2})
+    assert [await inbox.get(), await inbox.get()] == [{"n": 1}, {"n": 2}]
+    async with anyio.create_task_group() as tg:
+        got: list[Any] = []
+
+        async def consume() -> None:
+            got.append(await inbox.get())
+
+        tg.start_soon(consume)
+        await anyio.wait_all_tasks_blocked()
+        inbox.put_nowait({"n": 3})
+    assert got == [{"n": 3}]
+
+
+async def test_flag_releases_every_waiter_when_writable_again() -> None:
+    """The light writable flag: waits only while cleared, and set() wakes all waiters."""
+    flag = _Flag()
+    assert await flag.wait()
+    flag.clear()
+    woken: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def waiter(n: int) -> None:
+            await flag.wait()
+            woken.append(n)
+
+        for n in range(3):
+            tg.start_soon(waiter, n)
+        await anyio.wait_all_tasks_blocked()
+        assert woken == []
+        flag.set()
+    assert sorted(woken) == [0, 1, 2]
