@@ -80,14 +80,14 @@ class Load:
         self.sockets.append(ws)
         if measure:
             self.conns.append(conn)
-            reader = self._read_taskcast if self.system == "taskcast" else self._read_anchor
+            reader = self._read_anchor if self.system == "anchor" else self._read_taskcast
             task = asyncio.create_task(reader(ws, conn))
         else:
             task = asyncio.create_task(self._idle(ws))
         self.tasks.add(task)
 
     async def _handshake(self, conn: Conn, user: str) -> ClientConnection:
-        if self.system == "taskcast":
+        if self.system in ("taskcast", "floor"):  # the floor speaks the same /ws frames
             from realtime.tokens import issue
 
             token = issue(SECRET, user, ["topic:*"], ttl=7200)

@@ -40,6 +40,17 @@ def make_sender(system: str, redis_url: str) -> tuple[Callable[[str, dict[str, A
                 emitter.emit("notification", data=data, user_id=target)
 
         return send, emitter
+    if system == "floor":
+        import orjson
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+
+        def send_floor(target: str, data: dict[str, Any]) -> None:
+            channel = "topic:notifications" if target == "topic" else f"user:{target}"
+            client.publish(channel, orjson.dumps({"type": "notification", "data": data}))
+
+        return send_floor, client
     import socketio
 
     manager = socketio.RedisManager(redis_url, write_only=True)

@@ -22,6 +22,18 @@ from profiles import summarise
 from scenarios import SCENARIOS, Context
 
 SYSTEMS = ("taskcast", "anchor")
+# The floor (floor_server.py: a bare relay under plain uvicorn) runs where it says something:
+# the server-side costs per event, per frame and per connection.
+FLOOR = "floor"
+FLOOR_SCENARIOS = {
+    "one_client_1k",
+    "one_client_5k",
+    "fanout_100",
+    "fanout_100_deflate",
+    "fanout_1000",
+    "fanout_1000_deflate",
+    "idle_isolation",
+}
 
 # (scenario, metric, label, "lower"/"higher" is better, target on taskcast or None)
 METRICS: list[tuple[str, str, str, str, str | None]] = [
@@ -194,25 +206,29 @@ def _verdict(target: str | None, value: Any, ratio: float | None) -> str:
     return f"{target} {'PASS' if ok else 'FAIL'}"
 
 
+def _ratio(x: Any, y: Any) -> float | None:
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (x, y))
+    return x / y if numeric and y else None
+
+
 def table(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
-    header = "| metric | taskcast | anchor | taskcast/anchor | target |"
-    lines = [header, "| --- | ---: | ---: | ---: | --- |"]
+    header = "| metric | taskcast | anchor | taskcast/anchor | target | floor | taskcast/floor |"
+    lines = [header, "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
     for scenario, key, label, _better, target in METRICS:
         if scenario not in runs:
             continue
         med = {}
-        for system in SYSTEMS:
-            values = [r[key] for r in runs[scenario][system] if key in r]
-            med[system] = _median(values)
-        t, a = med["taskcast"], med["anchor"]
-        numeric = all(isinstance(v, int | float) for v in (t, a))
-        ratio = t / a if numeric and a else None
+        for system, results in runs[scenario].items():
+            med[system] = _median([r[key] for r in results if key in r])
+        t, a, f = med["taskcast"], med["anchor"], med.get(FLOOR)
+        ratio = _ratio(t, a)
         lines.append(
-            f"| {label} | {_fmt(t)} | {_fmt(a)} | {_fmt(ratio)} | {_verdict(target, t, ratio)} |"
+            f"| {label} | {_fmt(t)} | {_fmt(a)} | {_fmt(ratio)} | {_verdict(target, t, ratio)} "
+            f"| {_fmt(f)} | {_fmt(_ratio(t, f))} |"
         )
     extra = []
     for scenario, per in runs.items():
-        for system in SYSTEMS:
+        for system in per:
             for r in per[system]:
                 if "error" in r:
                     extra.append(f"- {scenario} / {system}: ERROR {r['error']}")
@@ -248,9 +264,10 @@ def main() -> None:
     started = time.monotonic()
     try:
         for scenario in chosen:
-            runs[scenario] = {s: [] for s in SYSTEMS}
+            systems = SYSTEMS + ((FLOOR,) if scenario in FLOOR_SCENARIOS else ())
+            runs[scenario] = {s: [] for s in systems}
             for rep in range(repeats):
-                order = SYSTEMS if rep % 2 == 0 else SYSTEMS[::-1]
+                order = systems if rep % 2 == 0 else systems[::-1]
                 for system in order:
                     redis.flush()
                     t0 = time.monotonic()

@@ -135,7 +135,8 @@ def _http_ok(url: str) -> bool:
 
 
 class Server:
-    """taskcast (`api.main:create_app`) or the anchor (`anchor_server:create_app`) under uvicorn."""
+    """taskcast (`api.main:create_app`), the anchor (`anchor_server:create_app`) or the floor
+    (`floor_server:create_app`) under uvicorn."""
 
     def __init__(self, system: str, redis_url: str, log_dir: Path, name: str) -> None:
         self.system = system
@@ -157,6 +158,10 @@ class Server:
             args = [str(BIN / "uvicorn"), "api.main:create_app", *common]
             args += ["--ws", "api.wsprotocol:WebSocketProtocol"]  # as the Procfile runs it
             ready = f"http://127.0.0.1:{self.port}/healthz"
+        elif system == "floor":  # plain uvicorn: its own websockets-sansio protocol
+            args = [str(BIN / "uvicorn"), "floor_server:create_app", "--app-dir", str(HERE)]
+            args += common
+            ready = f"http://127.0.0.1:{self.port}/"
         else:
             args = [str(BIN / "uvicorn"), "anchor_server:create_app", "--app-dir", str(HERE)]
             args += common
@@ -174,7 +179,7 @@ class Server:
 
     @property
     def ws_url(self) -> str:
-        if self.system == "taskcast":
+        if self.system in ("taskcast", "floor"):
             return f"ws://127.0.0.1:{self.port}/ws"
         return f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket"
 

@@ -245,10 +245,10 @@ def _age_quantiles(before: dict[float, float], after: dict[float, float]) -> dic
 def _profile(
     ctx: Context, server: Server, system: str, rate: int, duration: float
 ) -> subprocess.Popen[bytes] | None:
-    """With --profile: py-spy on the taskcast server for the 5k/s one-client run."""
-    if not (ctx.profile and system == "taskcast" and rate == 5000):
+    """With --profile: py-spy on the taskcast server for each one-client run."""
+    if not (ctx.profile and system == "taskcast"):
         return None
-    out = ctx.log_dir / "profile-taskcast-one-client-5k.txt"
+    out = ctx.log_dir / f"profile-taskcast-one-client-{rate // 1000}k.txt"
     return subprocess.Popen(
         [str(Path(PY).parent / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw",
          "--duration", str(int(duration) + 1), "--rate", "200", "--nonblocking", "--output",
