@@ -269,12 +269,9 @@ class Emitter:
         """Store and publish, retrying with capped backoff: ids make retries idempotent."""
         events = [
             (
-                {
-                    **make_event(
-                        e.type, e.data, task_id=e.task_id, user_id=e.user_id, validated=True
-                    ),
-                    "ts": e.ts,
-                },
+                make_event(
+                    e.type, e.data, task_id=e.task_id, user_id=e.user_id, validated=True, ts=e.ts
+                ),
                 e.topic,
             )
             for e in batch

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import hiredis
@@ -20,13 +20,9 @@ READ_SIZE = 1 << 16
 TIMEOUT = 5.0  # a reply later than this means a dead link (redis-py's socket_timeout)
 
 
-def command(*args: str | bytes | int) -> bytes:
-    """One RESP command (array of bulk strings)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+def command(*args: str | bytes | int | float) -> bytes:
+    """One RESP command (array of bulk strings), packed by hiredis in C."""
+    return bytes(hiredis.pack_command(cast(Any, args)))  # its stub types a 1-tuple
 
 
 class Connection:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,7 +12,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from .events import now_iso
+from .events import new_id, now_iso
 from .resp import Pipeline, command
 
 PREFIX = "tc:"
@@ -231,7 +230,7 @@ class Stored:
 
 
 def new_epoch() -> str:
-    return uuid.uuid4().hex[:12]
+    return new_id()[:12]
 
 
 def _decode_state(flat: list[Any], task_id: str) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from realtime.events import (
     encode_event,
     json_schema,
     make_event,
+    new_id,
     progress_data,
     validate_data,
 )
@@ -157,3 +159,23 @@ def test_progress_data_derives_percent_and_checks_inputs() -> None:
     for current, total in [(-1, 10), (1, -10), (True, 10), (1.5, 10)]:
         with pytest.raises(ValueError, match="progress"):
             progress_data(current, total, None)  # type: ignore[arg-type]
+
+
+def test_event_ids_are_uuid4_unique_and_differ_in_a_forked_child() -> None:
+    """Ids are version-4 UUIDs, never repeat, and a forked worker child does not replay the
+    parent's sequence (that would make the store drop its events as duplicates)."""
+    ids = [new_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).hex == i for i in ids[:100])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: as a Celery prefork worker is
+        os.write(write, " ".join(new_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 4096).decode().split()
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = [new_id() for _ in range(5)]
+    assert len(child) == 5
+    assert not set(child) & set(parent)
