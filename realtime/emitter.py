@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import threading
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 from . import metrics
 from .backend import make_broadcast
 from .connections import redis_client
-from .events import make_event, now_iso, progress_data, source
+from .events import iso, make_event, progress_data, source
 from .publisher import Publisher, prepare
 from .resp import Pipeline
 from .store import Store
@@ -48,7 +49,7 @@ class _Entry:
     task_id: str | None
     user_id: str | None
     topic: str | None
-    ts: str
+    ts: float  # time.time() at the call: formatted in the publisher thread, not the caller's
     taken: bool = False
 
 
@@ -104,7 +105,7 @@ class Emitter:
     ) -> None:
         """Validate now (ValueError), enqueue, return; transport errors never reach the caller."""
         clean, chosen = prepare(type_, data, task_id, user_id, topic)
-        self._put(_Entry(type_, clean, task_id, user_id, chosen, now_iso()))
+        self._put(_Entry(type_, clean, task_id, user_id, chosen, time.time()))
 
     def progress(
         self,
@@ -116,14 +117,13 @@ class Emitter:
     ) -> None:
         """Record a task's progress; replaces its previous progress if that is still waiting."""
         data = progress_data(current, total, message)
-        ts = now_iso()
-        with self._lock:
-            if self._pid == os.getpid():
-                last = self._last_of_task.get(task_id)
-                if last is not None and last.type == "task.progress" and not last.taken:
-                    last.data = data
-                    last.ts = ts
-                    return
+        ts = time.time()
+        with self._lock:  # a forked child has its own (`_reset_in_child`)
+            last = self._last_of_task.get(task_id)
+            if last is not None and last.type == "task.progress" and not last.taken:
+                last.data = data
+                last.ts = ts
+                return
         self._put(_Entry("task.progress", data, task_id, user_id, None, ts))
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -151,9 +151,7 @@ class Emitter:
             self._running.discard(task_id)
 
     def _put(self, entry: _Entry) -> None:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._after_fork()
+        with self._lock:  # no getpid() here (a syscall per call): forks reset us (see below)
             if len(self._queue) >= self._bound:
                 self._make_room()
             self._queue.append(entry)
@@ -270,7 +268,12 @@ class Emitter:
         events = [
             (
                 make_event(
-                    e.type, e.data, task_id=e.task_id, user_id=e.user_id, validated=True, ts=e.ts
+                    e.type,
+                    e.data,
+                    task_id=e.task_id,
+                    user_id=e.user_id,
+                    validated=True,
+                    ts=iso(e.ts),
                 ),
                 e.topic,
             )

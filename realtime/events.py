@@ -203,11 +203,13 @@ _SOURCE: list[str] = []
 
 
 def source() -> str:
-    """`host/pid` of this process, recomputed after fork."""
-    pid = os.getpid()
-    if not _SOURCE or not _SOURCE[0].endswith(f"/{pid}"):
-        _SOURCE[:] = [f"{socket.gethostname()}/{pid}"]
+    """`host/pid` of this process, recomputed after fork (no getpid() syscall per event)."""
+    if not _SOURCE:
+        _SOURCE.append(f"{socket.gethostname()}/{os.getpid()}")
     return _SOURCE[0]
+
+
+os.register_at_fork(after_in_child=_SOURCE.clear)
 
 
 # Event ids: our own generator (seeded from os.urandom, reseeded in a forked child), so an id
@@ -228,6 +230,11 @@ def new_id() -> str:
 def now_iso() -> str:
     """The contract's timestamp: ISO 8601, microseconds, explicit UTC offset."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def iso(timestamp: float) -> str:
+    """`now_iso` of a `time.time()` taken earlier."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds")
 
 
 def validate_data(type_: str, data: Any) -> dict[str, Any]:

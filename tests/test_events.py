@@ -19,6 +19,7 @@ from realtime.events import (
     make_event,
     new_id,
     progress_data,
+    source,
     validate_data,
 )
 
@@ -161,21 +162,25 @@ def test_progress_data_derives_percent_and_checks_inputs() -> None:
             progress_data(current, total, None)  # type: ignore[arg-type]
 
 
-def test_event_ids_are_uuid4_unique_and_differ_in_a_forked_child() -> None:
+def test_ids_and_source_are_fresh_in_a_forked_child() -> None:
     """Ids are version-4 UUIDs, never repeat, and a forked worker child does not replay the
-    parent's sequence (that would make the store drop its events as duplicates)."""
+    parent's sequence (that would make the store drop its events as duplicates); its events
+    name the child as their source."""
     ids = [new_id() for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
     assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).hex == i for i in ids[:100])
+    assert source().endswith(f"/{os.getpid()}")  # cached in the parent before the fork
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: as a Celery prefork worker is
-        os.write(write, " ".join(new_id() for _ in range(5)).encode())
+        os.write(write, " ".join([source(), *(new_id() for _ in range(5))]).encode())
         os._exit(0)
     os.close(write)
-    child = os.read(read, 4096).decode().split()
+    child_source, *child = os.read(read, 4096).decode().split()
     os.close(read)
     os.waitpid(pid, 0)
     parent = [new_id() for _ in range(5)]
     assert len(child) == 5
     assert not set(child) & set(parent)
+    assert child_source.endswith(f"/{pid}")  # events name the child process as their source
+    assert source().endswith(f"/{os.getpid()}")
