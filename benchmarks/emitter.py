@@ -9,6 +9,7 @@ path); the anchor with `socketio.RedisManager(write_only=True)`.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -166,6 +167,9 @@ def main() -> None:
     send, handle = make_sender(conf["system"], conf["redis_url"])
     send("bwarm", {"title": "warm", "message": "m", "n": -1})  # connect before timing
     flush(handle)
+    # As taskcast's Celery worker does in each pool process (worker_process_init), for every
+    # system alike: start-up objects out of the cyclic collector's sight.
+    gc.freeze()
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return

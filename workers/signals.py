@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Any
@@ -93,3 +94,14 @@ def _revoked(request: Any = None, terminated: bool = False, **_: Any) -> None:
 @signals.worker_shutdown.connect
 def _flush_on_shutdown(**_: Any) -> None:
     emitter.flush(timeout=5.0)
+
+
+@signals.worker_process_init.connect
+def freeze_startup_objects(**_: Any) -> None:
+    """A pool process starts with everything imported: hide that from the cyclic collector.
+
+    A full collection of a worker's ~60k start-up objects takes ~30 ms on a small machine,
+    a stall in the middle of a task and of its progress stream; frozen (O(1), so no
+    copy-on-write of the parent's pages), collections scan only what tasks create.
+    """
+    gc.freeze()
