@@ -24,14 +24,6 @@ import orjson
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def _command(*args: str) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
 class Floor:
     """The relay: channel -> sockets; one reader task for the whole node."""
 
@@ -76,7 +68,7 @@ class Floor:
         if sockets is None:
             sockets = self.channels[channel] = []
             assert self.writer is not None
-            self.writer.write(_command("SUBSCRIBE", channel))
+            self.writer.write(hiredis.pack_command(("SUBSCRIBE", channel)))
         sockets.append(send)
         reply = {"type": "subscribed", "channel": channel, "seq": self.seq.get(channel, 0)}
         await send({"type": "websocket.send", "text": orjson.dumps(reply).decode()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -229,7 +230,7 @@ def new_id() -> str:
 
 def now_iso() -> str:
     """The contract's timestamp: ISO 8601, microseconds, explicit UTC offset."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    return iso(time.time())
 
 
 def iso(timestamp: float) -> str:

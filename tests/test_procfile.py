@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from .processes import BIN, Process, base_env, free_port, wait_for
-from .wsclient import WS, terminal
+from .wsclient import order_in_flight, terminal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -32,16 +32,7 @@ async def test_honcho_start_serves_an_order(
         )
         wait_for(lambda: " ready." in procs.log(), 30, "the Procfile's worker to be ready")
         token = make_token("lee")
-        async with httpx.AsyncClient(base_url=url) as http:
-            reply = await http.post(
-                "/orders",
-                json={"customer_id": "c1", "items": [{"sku": "A1", "qty": 1}]},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-        task_id = reply.json()["task_id"]
-        ws = await WS.open(f"ws://127.0.0.1:{port}/ws", token)
-        await ws.recv()
-        await ws.subscribe(f"task:{task_id}", since=0)
+        ws, _ = await order_in_flight(url, f"ws://127.0.0.1:{port}/ws", token)
         end = await ws.recv_until(terminal, timeout=30)
         assert end["event"]["type"] == "task.succeeded"
         await ws.close()
