@@ -220,7 +220,7 @@ def table(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
         med = {}
         for system, results in runs[scenario].items():
             med[system] = _median([r[key] for r in results if key in r])
-        t, a, f = med["taskcast"], med["anchor"], med.get(FLOOR)
+        t, a, f = med.get("taskcast"), med.get("anchor"), med.get(FLOOR)
         ratio = _ratio(t, a)
         lines.append(
             f"| {label} | {_fmt(t)} | {_fmt(a)} | {_fmt(ratio)} | {_verdict(target, t, ratio)} "
@@ -246,6 +246,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", default="", help="comma list of scenarios")
     parser.add_argument("--profile", action="store_true", help="py-spy the taskcast server")
+    parser.add_argument(
+        "--systems", default="", help="comma list of taskcast, anchor, floor (default: all)"
+    )
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     chosen = [s for s in args.only.split(",") if s] or list(SCENARIOS)
@@ -265,6 +268,8 @@ def main() -> None:
     try:
         for scenario in chosen:
             systems = SYSTEMS + ((FLOOR,) if scenario in FLOOR_SCENARIOS else ())
+            if args.systems:
+                systems = tuple(s for s in systems if s in args.systems.split(","))
             runs[scenario] = {s: [] for s in systems}
             for rep in range(repeats):
                 order = systems if rep % 2 == 0 else systems[::-1]
