@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
-from realtime.backend import make_broadcast
+from realtime.backend import make_broadcast, shares_redis
 from realtime.connections import redis_client
 from realtime.protocol import WS_1012_SERVICE_RESTART
 from realtime.reaper import Reaper
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             history_size=conf.history_size,
             history_ttl=conf.history_ttl,
             max_deliveries=conf.max_deliveries,
+            publish=shares_redis(conf.broadcast, conf.redis_url),
         )
         broadcast = make_broadcast(conf.broadcast)
         node_id = conf.node_id or f"{socket.gethostname()}-{os.getpid()}"

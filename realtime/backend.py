@@ -234,6 +234,11 @@ def make_broadcast(url: str) -> Broadcast:
     return Broadcast(url)
 
 
+def shares_redis(broadcast_url: str, redis_url: str) -> bool:
+    """True when broadcaster's pub/sub is the store's own Redis: the store can publish itself."""
+    return broadcast_url == redis_url and urlparse(redis_url).scheme in ("redis", "rediss", "unix")
+
+
 def backend_connected(broadcast: Broadcast) -> bool:
     """True when the broadcast's listener is connected (stock backends: assumed)."""
     backend = broadcast._backend

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
-from .backend import make_broadcast
+from .backend import make_broadcast, shares_redis
 from .connections import redis_client
 from .events import iso, make_event, progress_data, source
 from .publisher import Publisher, prepare
@@ -219,6 +219,7 @@ class Emitter:
             history_ttl=self._history_ttl,
             max_deliveries=self._max_deliveries,
             pipeline=pipeline,
+            publish=shares_redis(self._broadcast_url, self._redis_url),
         )
         broadcast = make_broadcast(self._broadcast_url)
         await broadcast.connect()

@@ -54,7 +54,11 @@ def prepare(
 
 
 class Publisher:
-    """Stores each event (seq, history, state) and then publishes it on every target channel."""
+    """Stores each event (seq, history, state) and then publishes it on every target channel.
+
+    When the store publishes itself (broadcaster on the store's own Redis), storing is
+    publishing: one atomic step, so pub/sub carries each channel in seq order.
+    """
 
     def __init__(self, store: Store, broadcast: Broadcast) -> None:
         self.store = store
@@ -88,7 +92,7 @@ class Publisher:
         return results
 
     async def _broadcast(self, messages: list[tuple[str, str]]) -> None:
-        if not messages:
+        if not messages or self.store.publishes:
             return
         publish = self.broadcast.publish
         try:

@@ -20,20 +20,24 @@ RUNNING = PREFIX + "running"  # sorted set: running task id -> last sign of life
 QUEUED = PREFIX + "queued"  # sorted set: queued task id -> when it was queued (epoch s)
 DEDUPE_TTL = 3600  # seconds a stored event id is remembered, so retries never duplicate
 
-# Store one event on every channel it targets, atomically.
-# Returns {"ok", channel1, message1, ...}, or {"dup", ...} with the first attempt's messages,
-# or {"closed"} when the event's task already ended: one terminal event, nothing after it,
-# so a redelivered or cancelled task cannot add to a finished channel.
+# Store one event on every channel it targets, atomically, and with ARGV[20] = '1' also
+# PUBLISH each message in the same step: pub/sub order is then seq order, whoever emits.
+# Returns {"ok", channel1, message1, ...}, or {"dup", ...} with the first attempt's messages
+# (none when it published them itself), or {"closed"} when the event's task already ended:
+# one terminal event, nothing after it, so a redelivered or cancelled task cannot add to a
+# finished channel.
 _STORE = """
 local eid, ev, etype, task_id, user_id, topic = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local new_epoch, hsize, ttl, now_ms = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, sfield, svalue, ts, ckey_hint = ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15]
 local attempt, max_deliveries, now_s = ARGV[17], tonumber(ARGV[18]), tonumber(ARGV[19])
+local publish = ARGV[20] == '1'
 local P = KEYS[1]
 local verdict = 'ok'
 local dkey = P .. 'e:' .. eid
 local dup = redis.call('GET', dkey)
 if dup then
+  if dup == '1' then return {'dup'} end  -- published when first stored: nothing to repeat
   local out = cjson.decode(dup)
   out[1] = 'dup'
   return out
@@ -90,6 +94,7 @@ for _, ch in ipairs(chans) do
   redis.call('LTRIM', hkey, -hsize, -1)
   redis.call('EXPIRE', hkey, ttl)
   redis.call('EXPIRE', ckey, ttl)
+  if publish then redis.call('PUBLISH', ch, msg) end
   if ch == 'task:' .. task_id then task_seq = seq end
   out[#out + 1] = ch
   out[#out + 1] = msg
@@ -122,7 +127,11 @@ if tkey and is_task_type then
     redis.call('ZREM', P .. 'queued', task_id)
   end
 end
-redis.call('SET', dkey, cjson.encode(out), 'EX', tonumber(ARGV[16]))
+if publish then
+  redis.call('SET', dkey, '1', 'EX', tonumber(ARGV[16]))
+else
+  redis.call('SET', dkey, cjson.encode(out), 'EX', tonumber(ARGV[16]))
+end
 return out
 """
 
@@ -270,9 +279,13 @@ class Store:
         history_ttl: int = 86400,
         max_deliveries: int = 3,
         pipeline: Pipeline | None = None,
+        publish: bool = False,
     ) -> None:
         self.redis = redis
         self.pipeline = pipeline  # a raw connection for `append_many` (the worker's hot path)
+        # Publish each stored message from the store script itself (pub/sub on this same
+        # Redis): one round trip per batch, and subscribers see every channel in seq order.
+        self.publishes = publish
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.max_deliveries = max_deliveries
@@ -308,6 +321,7 @@ class Store:
             event["data"].get("attempt", "") if type_ == "task.started" else "",
             self.max_deliveries,
             time.time(),
+            "1" if self.publishes else "",
         ]
 
     async def append(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> Stored:

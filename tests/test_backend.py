@@ -13,7 +13,13 @@ from broadcaster import Broadcast, Event
 from redis.asyncio import Redis
 
 from realtime import metrics
-from realtime.backend import CONTROL_CHANNEL, RESYNC, RedisBackend, make_broadcast
+from realtime.backend import (
+    CONTROL_CHANNEL,
+    RESYNC,
+    RedisBackend,
+    make_broadcast,
+    shares_redis,
+)
 
 from .processes import RedisServer
 
@@ -146,3 +152,10 @@ async def test_reconnects_resubscribes_and_asks_for_resync(
         finally:
             await other.aclose()
         assert (await next_event(subscriber)).message == "after"
+
+
+def test_the_store_publishes_itself_only_on_its_own_redis() -> None:
+    """Storing is publishing only when broadcaster's pub/sub is the store's very Redis."""
+    assert shares_redis("redis://h:6379/0", "redis://h:6379/0")
+    assert not shares_redis("redis://h:6379/1", "redis://h:6379/0")
+    assert not shares_redis("memory://", "redis://h:6379/0")

@@ -329,3 +329,66 @@ async def test_batch_survives_redis_forgetting_the_script(
     assert [seqs(s, "topic:orders") for s in stored] == [[3], [4]]
     if pipeline is not None:
         await pipeline.aclose()
+
+
+async def _published(redis_url: str, channels: list[str], count: int) -> list[tuple[str, str]]:
+    """The first `count` messages Redis pub/sub carries on `channels` (a plain subscriber)."""
+    sub = Redis.from_url(redis_url, socket_timeout=5.0, decode_responses=True)
+    pubsub = sub.pubsub()
+    await pubsub.subscribe(*channels)
+    seen: list[tuple[str, str]] = []
+    try:
+        with anyio.fail_after(10):
+            while len(seen) < count:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg is not None:
+                    seen.append((msg["channel"], msg["data"]))
+    finally:
+        await pubsub.aclose()
+        await sub.aclose()
+    return seen
+
+
+async def _subscribed(redis: Redis, channel: str) -> None:
+    """Wait (with a deadline) until Redis counts a subscriber on `channel`."""
+    with anyio.fail_after(5):
+        while await redis.pubsub_numsub(channel) != [(channel.encode(), 1)]:  # noqa: ASYNC110 - polling Redis
+            await asyncio.sleep(0.01)
+
+
+async def test_a_publishing_store_publishes_what_it_stores_once(
+    redis: Redis, redis_url: str
+) -> None:
+    """With publish=True the store script publishes each stored message on its channel; a
+    retried append is a dup that publishes nothing again (it was published when stored)."""
+    own = Store(redis, history_size=50, publish=True)
+    ev = event("task.progress", {"current": 1, "total": 2, "percent": 50.0}, task_id="t1")
+    ev = {**ev, "user_id": "alice"}
+    listening = asyncio.create_task(_published(redis_url, ["task:t1", "user:alice"], 3))
+    await _subscribed(redis, "task:t1")
+    first = await append(own, ev)
+    again = await append(own, ev)
+    later = event("task.progress", {"current": 2, "total": 2, "percent": 100.0}, task_id="t1")
+    last = await append(own, later)
+    assert (first.status, again.status, again.messages) == ("ok", "dup", [])
+    assert await listening == first.messages + [m for m in last.messages if m[0] == "task:t1"]
+
+
+async def test_a_publishing_store_publishes_in_seq_order_under_concurrency(
+    redis: Redis, redis_url: str
+) -> None:
+    """Publishing inside the store step means pub/sub order is seq order, however many
+    clients append at once: a node never has to wait for an earlier seq."""
+    stores = [Store(Redis.from_url(redis_url), publish=True) for _ in range(4)]
+    listening = asyncio.create_task(_published(redis_url, ["topic:orders"], 200))
+    await _subscribed(redis, "topic:orders")
+
+    async def emit(own: Store) -> None:
+        for e in _orders(50):
+            await append(own, e, "orders")
+
+    await asyncio.gather(*(emit(own) for own in stores))
+    seen = [Message.parse(m).seq for _, m in await listening]
+    assert seen == list(range(1, 201))
+    for own in stores:
+        await own.redis.aclose()
