@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
-from realtime.backend import make_broadcast, shares_redis
+from realtime.backend import make_backend, shares_redis
 from realtime.connections import redis_client
 from realtime.protocol import WS_1012_SERVICE_RESTART
 from realtime.reaper import Reaper
@@ -65,11 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_deliveries=conf.max_deliveries,
             publish=shares_redis(conf.broadcast, conf.redis_url),
         )
-        broadcast = make_broadcast(conf.broadcast)
+        # The node's hub is the backend's only subscriber (see realtime/hub.py).
+        backend = make_backend(conf.broadcast)
         node_id = conf.node_id or f"{socket.gethostname()}-{os.getpid()}"
-        await broadcast.connect()
+        await backend.connect()
         try:
-            publisher = Publisher(store, broadcast)
+            publisher = Publisher(store, backend)
             reaper = Reaper(
                 publisher,
                 node_id,
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 broker_lists=QUEUES,
                 broker_hashes=(UNACKED,),
             )
-            async with Hub(broadcast, store) as hub, reaper:
+            async with Hub(backend, store) as hub, reaper:
                 app.state.node = Node(
                     settings=conf,
                     redis=redis,
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     for session in list(hub.sessions):
                         session.close_soon(WS_1012_SERVICE_RESTART, "server restarting")
         finally:
-            await broadcast.disconnect()
+            await backend.disconnect()
             await redis.aclose()
 
     redaction.install()  # uvicorn has configured logging by now; tokens never reach a log

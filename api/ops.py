@@ -27,7 +27,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(node: NodeDep) -> JSONResponse:
     """Ready while Redis answers and the pub/sub listener is connected."""
-    checks = {"redis": False, "pubsub": backend_connected(node.hub.broadcast)}
+    checks = {"redis": False, "pubsub": backend_connected(node.hub.backend)}
     try:
         checks["redis"] = bool(await asyncio.wait_for(node.redis.ping(), 2.0))
     except Exception:  # noqa: BLE001 - any failure means not ready

@@ -227,11 +227,16 @@ class RedisBackend(BroadcastBackend):
                 pubsub.send("PING")
 
 
-def make_broadcast(url: str) -> Broadcast:
-    """`Broadcast` over our Redis backend for redis URLs; other schemes use broadcaster's."""
+def make_backend(url: str) -> BroadcastBackend:
+    """broadcaster's backend for `url`: ours for Redis URLs, broadcaster's own for others."""
     if urlparse(url).scheme in ("redis", "rediss", "unix"):
-        return Broadcast(backend=RedisBackend(url))
-    return Broadcast(url)
+        return RedisBackend(url)
+    return Broadcast(url)._backend  # broadcaster builds its stock backends only in Broadcast
+
+
+def make_broadcast(url: str) -> Broadcast:
+    """`Broadcast` over `make_backend(url)`: what a publish-only process (a worker) holds."""
+    return Broadcast(backend=make_backend(url))
 
 
 def shares_redis(broadcast_url: str, redis_url: str) -> bool:
@@ -239,7 +244,6 @@ def shares_redis(broadcast_url: str, redis_url: str) -> bool:
     return broadcast_url == redis_url and urlparse(redis_url).scheme in ("redis", "rediss", "unix")
 
 
-def backend_connected(broadcast: Broadcast) -> bool:
-    """True when the broadcast's listener is connected (stock backends: assumed)."""
-    backend = broadcast._backend
+def backend_connected(backend: BroadcastBackend) -> bool:
+    """True when the backend's listener is connected (stock backends: assumed)."""
     return backend.connected.is_set() if isinstance(backend, RedisBackend) else True

@@ -1,4 +1,9 @@
-"""The relay hub: one broadcaster subscription per channel per node, ordered gap-free fan-out."""
+"""The relay hub: one broadcaster subscription per channel per node, ordered gap-free fan-out.
+
+The hub is the only subscriber on its node, so it drives a broadcaster `BroadcastBackend`
+itself, as `Broadcast` does, but without `Broadcast`'s queue and task per subscription: one
+intake task reads `next_published` and hands each message to its channel at once.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from broadcaster import Broadcast
+from broadcaster import BroadcastBackend, Event
 
 from . import metrics
 from .backend import CONTROL_CHANNEL, RESYNC
@@ -23,6 +28,7 @@ logger = logging.getLogger("taskcast.hub")
 IDLE_GRACE = 10.0  # seconds a channel with no sessions stays subscribed (cheap re-joins)
 REPLAY_PAGE = 256  # history entries read per round trip while a session catches up
 READY_TIMEOUT = 5.0
+INTAKE_BACKOFF = 0.5  # a stock backend whose `next_published` raised: try again after this
 
 
 @dataclass(eq=False, slots=True)
@@ -40,7 +46,7 @@ class _Channel:
     )
     failed: BaseException | None = None
     filling: bool = False
-    pump: asyncio.Task[None] | None = None
+    early: list[str] | None = None  # messages that came before the channel was ready
     reaper: asyncio.TimerHandle | None = None
 
 
@@ -48,26 +54,25 @@ class Hub:
     """Relays events from broadcaster to sessions: each seq once, in order, to each subscriber."""
 
     def __init__(
-        self, broadcast: Broadcast, store: Store, *, idle_grace: float = IDLE_GRACE
+        self, backend: BroadcastBackend, store: Store, *, idle_grace: float = IDLE_GRACE
     ) -> None:
-        self.broadcast = broadcast
+        self.backend = backend  # connected by the caller, who also publishes through it
         self.store = store
         self.idle_grace = idle_grace
         self.channels: dict[str, _Channel] = {}
         self.sessions: set[Session] = set()
         self._per_user: dict[str, int] = {}
-        self._control: asyncio.Task[None] | None = None
+        self._intake: asyncio.Task[None] | None = None
+        self._leaving: dict[str, asyncio.Task[None]] = {}  # unsubscribes still in flight
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Hub:
-        ready = asyncio.Event()
-        self._control = asyncio.create_task(self._listen_control(ready), name="taskcast-control")
-        await ready.wait()
+        await self.backend.subscribe(CONTROL_CHANNEL)
+        self._intake = asyncio.create_task(self._take_in(), name="taskcast-intake")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        tasks = [c.pump for c in self.channels.values() if c.pump is not None]
-        tasks += [self._control] if self._control is not None else []
+        tasks = [self._intake] if self._intake is not None else []
         tasks += list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -220,9 +225,17 @@ class Hub:
         if channel.sessions or self.channels.get(channel.name) is not channel:
             return
         del self.channels[channel.name]
-        if channel.pump is not None:
-            channel.pump.cancel()
-            self._track(channel.pump)
+        name = channel.name
+        leaving = asyncio.create_task(self.backend.unsubscribe(name))
+        self._leaving[name] = leaving
+        leaving.add_done_callback(lambda t: self._left(name, t))
+        self._track(leaving)
+
+    def _left(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._leaving.get(name) is task:
+            del self._leaving[name]
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("unsubscribe from %s failed: %s", name, type(task.exception()).__name__)
 
     # -- channels -------------------------------------------------------------------------
 
@@ -231,7 +244,7 @@ class Hub:
         if channel is None or channel.failed is not None:
             channel = _Channel(name)
             self.channels[name] = channel
-            channel.pump = asyncio.create_task(self._pump(channel), name=f"taskcast-pump-{name}")
+            self._track(asyncio.create_task(self._open(channel), name=f"taskcast-open-{name}"))
         if channel.reaper is not None:
             channel.reaper.cancel()
             channel.reaper = None
@@ -245,23 +258,60 @@ class Hub:
             raise Unavailable("the event stream is unreachable; retry")
         return channel
 
-    async def _pump(self, channel: _Channel) -> None:
+    async def _open(self, channel: _Channel) -> None:
+        """Subscribe, then read where the channel stands; messages meanwhile wait in `early`."""
         try:
-            async with self.broadcast.subscribe(channel.name) as subscriber:
-                snap = await self.store.read(channel.name)
-                channel.last_seq, channel.epoch = snap.seq, snap.epoch
-                channel.ready.set_result(None)
-                on_message = self._on_message
-                async for event in subscriber:  # type: ignore[union-attr]
-                    if event is not None:
-                        on_message(channel, event.message)
+            leaving = self._leaving.get(channel.name)
+            if leaving is not None:  # our own UNSUBSCRIBE must not land after this SUBSCRIBE
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(leaving)
+            await self.backend.subscribe(channel.name)
+            snap = await self.store.read(channel.name)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a new subscriber will build a fresh channel
             logger.warning("channel %s failed: %s", channel.name, type(exc).__name__)
             channel.failed = exc
-            if not channel.ready.done():
-                channel.ready.set_result(None)
+            channel.early = None
+            channel.ready.set_result(None)
+            return
+        channel.last_seq, channel.epoch = snap.seq, snap.epoch
+        channel.ready.set_result(None)
+        early, channel.early = channel.early, None
+        for raw in early or ():
+            self._on_message(channel, raw)
+
+    async def _take_in(self) -> None:
+        """The node's one reader of the backend: each message to its channel, in arrival order."""
+        next_published = self.backend.next_published
+        while True:
+            try:
+                event: Event = await next_published()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a stock backend lost its link
+                logger.warning("broadcast backend failed: %s", type(exc).__name__)
+                await asyncio.sleep(INTAKE_BACKOFF)
+                self._resync()
+                continue
+            channel = self.channels.get(event.channel)
+            if channel is None:
+                if event.channel == CONTROL_CHANNEL and event.message == RESYNC:
+                    self._resync()
+            elif not channel.ready.done():
+                if channel.early is None:
+                    channel.early = []
+                channel.early.append(event.message)
+            elif channel.failed is None:
+                try:
+                    self._on_message(channel, event.message)
+                except Exception:  # noqa: BLE001 - not ours (someone else PUBLISHed here)
+                    logger.warning("channel %s: unreadable message ignored", channel.name)
+
+    def _resync(self) -> None:
+        """Catch every channel up from history (the backend reconnected or dropped messages)."""
+        for channel in list(self.channels.values()):
+            self._schedule_fill(channel)
 
     def _on_message(self, channel: _Channel, raw: str) -> None:
         message = Message.parse(raw)
@@ -357,14 +407,6 @@ class Hub:
             frame["state"] = snap.state
         sub.last = base
         session.push(encode(frame))
-
-    async def _listen_control(self, ready: asyncio.Event) -> None:
-        async with self.broadcast.subscribe(CONTROL_CHANNEL) as subscriber:
-            ready.set()
-            async for event in subscriber:  # type: ignore[union-attr]
-                if event is not None and event.message == RESYNC:
-                    for channel in list(self.channels.values()):
-                        self._schedule_fill(channel)
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)

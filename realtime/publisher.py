@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-from broadcaster import Broadcast
+from typing import Any, Protocol
 
 from . import metrics
 from .channels import TOPICS, valid_id
@@ -53,6 +51,12 @@ def prepare(
     return validate_data(type_, data), chosen
 
 
+class Publishes(Protocol):
+    """What publishing needs: a `Broadcast` or a broadcaster backend (the node holds one)."""
+
+    async def publish(self, channel: str, message: Any) -> None: ...
+
+
 class Publisher:
     """Stores each event (seq, history, state) and then publishes it on every target channel.
 
@@ -60,7 +64,7 @@ class Publisher:
     publishing: one atomic step, so pub/sub carries each channel in seq order.
     """
 
-    def __init__(self, store: Store, broadcast: Broadcast) -> None:
+    def __init__(self, store: Store, broadcast: Publishes) -> None:
         self.store = store
         self.broadcast = broadcast
 

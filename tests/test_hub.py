@@ -11,10 +11,9 @@ from typing import Any
 
 import anyio
 import pytest
-from broadcaster import Broadcast
 from redis.asyncio import Redis
 
-from realtime.backend import RedisBackend
+from realtime.backend import RedisBackend, make_backend
 from realtime.emitter import Emitter
 from realtime.events import encode_event, make_event
 from realtime.hub import Hub
@@ -27,7 +26,7 @@ from realtime.tokens import Principal
 pytestmark = pytest.mark.anyio
 
 Frame = dict[str, Any]
-Parts = tuple[Hub, Publisher, Store, Broadcast]
+Parts = tuple[Hub, Publisher, Store, RedisBackend]
 
 
 class Client:
@@ -80,11 +79,13 @@ class Client:
 async def parts(redis_url: str) -> AsyncIterator[Parts]:
     redis = Redis.from_url(redis_url, socket_timeout=5.0)
     store = Store(redis, history_size=5000, history_ttl=600)
-    broadcast = Broadcast(backend=RedisBackend(redis_url))
-    async with broadcast, Hub(broadcast, store) as hub:
-        yield hub, Publisher(store, broadcast), store, broadcast
+    backend = RedisBackend(redis_url)
+    await backend.connect()
+    async with Hub(backend, store) as hub:
+        yield hub, Publisher(store, backend), store, backend
         for session in list(hub.sessions):
             await hub.remove(session)
+    await backend.disconnect()
     await redis.aclose()
 
 
@@ -506,3 +507,72 @@ async def test_direct_send_never_overtakes_a_queued_or_sending_frame() -> None:
     session.push(other(5))  # all sent: direct again
     assert [json.loads(t)["seq"] for t in sock.direct] == [5]
     await session.stop()
+
+
+class SlowToLeave(RedisBackend):
+    """A backend whose unsubscribe takes a while, as any backend's round trip can."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.left = asyncio.Event()
+
+    async def unsubscribe(self, channel: str) -> None:
+        await asyncio.sleep(0.05)
+        await super().unsubscribe(channel)
+        self.left.set()
+
+
+async def test_rejoining_while_the_unsubscribe_is_in_flight_still_delivers(
+    redis_url: str,
+) -> None:
+    """A channel dropped and joined again at once: the old UNSUBSCRIBE lands before the new
+    SUBSCRIBE, so the new subscriber is not left deaf."""
+    redis = Redis.from_url(redis_url, socket_timeout=5.0)
+    store = Store(redis, history_size=50, publish=True)
+    backend = SlowToLeave(redis_url)
+    await backend.connect()
+    async with Hub(backend, store, idle_grace=0.0) as hub:
+        first = Client(hub)
+        await first.subscribe("topic:system")
+        await hub.remove(first.session)
+        with anyio.fail_after(5):
+            while "topic:system" in hub.channels:  # noqa: ASYNC110 - the reaper is a timer
+                await asyncio.sleep(0)  # rejoin the moment the channel is dropped
+        second = Client(hub)
+        await second.subscribe("topic:system")
+        with anyio.fail_after(5):
+            await backend.left.wait()
+        await say(Publisher(store, backend), 3)
+        await second.wait_seq("topic:system", 3, timeout=5)
+        await hub.remove(second.session)
+    await backend.disconnect()
+    await redis.aclose()
+
+
+async def test_a_stock_broadcaster_backend_relays_too(redis_url: str) -> None:
+    """With a non-Redis BROADCAST_URL (broadcaster's memory backend here) the hub still
+    relays every event in order: the publisher publishes through that backend."""
+    redis = Redis.from_url(redis_url, socket_timeout=5.0)
+    store = Store(redis, history_size=50)
+    backend = make_backend("memory://")
+    await backend.connect()
+    async with Hub(backend, store) as hub:
+        client = Client(hub)
+        await client.subscribe("topic:system")
+        await say(Publisher(store, backend), 5)
+        await client.wait_seq("topic:system", 5)
+        assert client.seqs("topic:system") == [1, 2, 3, 4, 5]
+        await hub.remove(client.session)
+    await backend.disconnect()
+    await redis.aclose()
+
+
+async def test_a_foreign_message_on_a_channel_is_ignored(parts: Parts) -> None:
+    """Something else PUBLISHing junk on a channel's name does not stop the node's relay."""
+    hub, publisher, _, backend = parts
+    client = Client(hub)
+    await client.subscribe("topic:system")
+    await backend.publish("topic:system", "not a taskcast message")
+    await say(publisher, 2)
+    await client.wait_seq("topic:system", 2)
+    assert client.seqs("topic:system") == [1, 2]
