@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from typing import Any
 from urllib.parse import urlparse
 
@@ -44,7 +45,8 @@ class RedisBackend(BroadcastBackend):
     def __init__(self, url: str, *, queue_bound: int = QUEUE_BOUND) -> None:
         self._url = url
         self._queue_bound = queue_bound
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._events: deque[Event] = deque()  # one consumer: Broadcast's listener or the hub
+        self._waiter: asyncio.Future[None] | None = None
         self._channels: set[str] = set()
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
         self._pubsub: Connection | None = None
@@ -137,20 +139,28 @@ class RedisBackend(BroadcastBackend):
                         future.set_result(None)
 
     async def next_published(self) -> Event:
-        if self._gap and self._queue.qsize() <= self._queue_bound // 2:
-            self._gap = False
-            return Event(CONTROL_CHANNEL, RESYNC)
-        return await self._queue.get()
+        events = self._events
+        while True:
+            if self._gap and len(events) <= self._queue_bound // 2:
+                self._gap = False
+                return Event(CONTROL_CHANNEL, RESYNC)
+            if events:
+                return events.popleft()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
 
     def _deliver(self, event: Event) -> None:
-        if self._queue.qsize() >= self._queue_bound:
+        if len(self._events) >= self._queue_bound:
             # Dropping is safe only because the hub refills from history on `resync`.
             if not self._gap:
                 logger.warning("pub/sub buffer full (%d); resync from history", self._queue_bound)
                 metrics.COUNTS.buffer_overflows += 1
             self._gap = True
             return
-        self._queue.put_nowait(event)
+        self._events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _supervise(self) -> None:
         delay = BACKOFF_FIRST
@@ -194,25 +204,32 @@ class RedisBackend(BroadcastBackend):
         return [c for c in self._channels if c != CONTROL_CHANNEL]
 
     async def _listen(self, pubsub: Connection) -> None:
+        """Messages are taken as they are read (`_take`); this waits for the link to end."""
         watchdog = asyncio.create_task(self._watchdog(pubsub))
-        deliver = self._deliver
+        pubsub.listen(lambda replies: self._take(pubsub, replies))
         try:
-            while True:
-                for message in await pubsub.read():
-                    kind = message[0]
-                    if kind == "message":
-                        if message[1] != HEARTBEAT_CHANNEL:
-                            deliver(Event(message[1], message[2]))
-                    elif kind == "subscribe":
-                        for future in self._confirm.pop(message[1], []):
-                            if not future.done():
-                                future.set_result(None)
-                    elif kind == "pong":
-                        self._last_pong = asyncio.get_running_loop().time()
-                if watchdog.done():
-                    watchdog.result()
+            await pubsub.wait_closed()
+            raise ConnectionError("the pub/sub connection ended")
         finally:
             watchdog.cancel()
+
+    def _take(self, pubsub: Connection, replies: list[Any]) -> None:
+        deliver = self._deliver
+        for message in replies:
+            if isinstance(message, hiredis.ReplyError):
+                logger.warning("Redis error on the pub/sub connection: %s", message)
+                pubsub.abort()  # reconnect, resubscribe, resync
+                return
+            kind = message[0]
+            if kind == "message":
+                if message[1] != HEARTBEAT_CHANNEL:
+                    deliver(Event(message[1], message[2]))
+            elif kind == "subscribe":
+                for future in self._confirm.pop(message[1], []):
+                    if not future.done():
+                        future.set_result(None)
+            elif kind == "pong":
+                self._last_pong = asyncio.get_running_loop().time()
 
     async def _watchdog(self, pubsub: Connection) -> None:
         """Ping on the pub/sub connection; a silent link (no RST) is treated as lost."""
@@ -221,7 +238,7 @@ class RedisBackend(BroadcastBackend):
         while True:
             await asyncio.sleep(PING_INTERVAL)
             if loop.time() - self._last_pong > 3 * PING_INTERVAL:
-                await pubsub.aclose()
+                pubsub.abort()  # not close(): a dead link may never flush what is queued
                 return
             with contextlib.suppress(ConnectionError, OSError):
                 pubsub.send("PING")

@@ -1,4 +1,4 @@
-"""Raw Redis connections: RESP over an asyncio stream, parsed in batches by hiredis.
+"""Raw Redis connections: RESP over an asyncio protocol, parsed in batches by hiredis.
 
 The two hot paths talk to Redis through these instead of redis-py, whose per-command
 machinery (a coroutine chain, a pool checkout, a health check) costs about three times a
@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import hiredis
 
-READ_SIZE = 1 << 16
 TIMEOUT = 5.0  # a reply later than this means a dead link (redis-py's socket_timeout)
 
 
@@ -25,27 +25,50 @@ def command(*args: str | bytes | int | float) -> bytes:
     return bytes(hiredis.pack_command(cast(Any, args)))  # its stub types a 1-tuple
 
 
+class _Stream(asyncio.Protocol):
+    """Hands what Redis sends to its `Connection` as it arrives: no StreamReader, no task."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn._lost(exc)
+
+
 class Connection:
-    """One connection; reads raise `ConnectionError` when the link is gone."""
+    """One connection; reads raise `ConnectionError` when the link is gone.
+
+    Replies are parsed in the event loop's read callback. A pub/sub listener takes them
+    there too (`listen`), so a message costs no task switch before it reaches its consumer.
+    """
 
     def __init__(self, url: str, connect_timeout: float = 2.0) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
         self._parser = hiredis.Reader(encoding="utf-8", errors="replace")
         self._ready: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._gone: ConnectionError | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._listener: Callable[[list[Any]], None] | None = None
 
     async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
         parts = urlparse(self.url)
+        opening: Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]
         if parts.scheme == "unix":
-            opening = asyncio.open_unix_connection(parts.path)
+            opening = loop.create_unix_connection(lambda: _Stream(self), parts.path)
         else:
             context = ssl.create_default_context() if parts.scheme == "rediss" else None
-            opening = asyncio.open_connection(
-                parts.hostname or "127.0.0.1", parts.port or 6379, ssl=context
-            )
-        self._reader, self._writer = await asyncio.wait_for(opening, self.connect_timeout)
+            host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+            opening = loop.create_connection(lambda: _Stream(self), host, port, ssl=context)
+        transport, _ = await asyncio.wait_for(opening, self.connect_timeout)
+        self._transport = transport
         setup: list[bytes] = []
         if parts.password is not None:
             user = unquote(parts.username) if parts.username else None
@@ -65,13 +88,21 @@ class Connection:
         self.write(command(*args))
 
     def write(self, data: bytes) -> None:
-        if self._writer is None or self._writer.is_closing():
+        if self._transport is None or self._transport.is_closing():
             raise ConnectionError("Redis connection is closed")
-        self._writer.write(data)
+        self._transport.write(data)
+
+    def listen(self, callback: Callable[[list[Any]], None]) -> None:
+        """From now on every burst of replies goes to `callback`, in the loop's read callback."""
+        self._listener = callback
+        ready, self._ready = self._ready, []
+        if ready:
+            callback(ready)
 
     async def read(self) -> list[Any]:
         """Every reply that arrived in one socket read (at least one); a Redis error raises."""
-        replies = await self._read()
+        await self._wait(1)
+        replies, self._ready = self._ready, []
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 raise ConnectionError(f"Redis error on the pub/sub connection: {reply}")
@@ -79,30 +110,59 @@ class Connection:
 
     async def replies(self, count: int) -> list[Any]:
         """The next `count` replies; Redis errors come back as `hiredis.ReplyError` values."""
-        out, self._ready = self._ready, []
-        while len(out) < count:
-            out.extend(await self._read())
-        self._ready = out[count:]
-        return out[:count]
+        await self._wait(count)
+        out = self._ready[:count]
+        del self._ready[:count]
+        return out
 
-    async def _read(self) -> list[Any]:
-        assert self._reader is not None
+    async def wait_closed(self) -> None:
+        """Return once the link is gone (Redis closed it, it broke, or `aclose`)."""
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+
+    async def _wait(self, count: int) -> None:
+        while len(self._ready) < count:
+            if self._gone is not None:
+                raise self._gone
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def _received(self, data: bytes) -> None:
         parser = self._parser
+        parser.feed(data)
         replies: list[Any] = []
-        while not replies:
-            data = await self._reader.read(READ_SIZE)
-            if not data:
-                raise ConnectionError("Redis closed the connection")
-            parser.feed(data)
+        try:
             while (reply := parser.gets()) is not False:
                 replies.append(reply)
-        return replies
+        except hiredis.ProtocolError:
+            assert self._transport is not None
+            self._transport.abort()  # not Redis speaking: drop the link, callers reconnect
+        if not replies:
+            return
+        if self._listener is not None:
+            self._listener(replies)
+            return
+        self._ready.extend(replies)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._gone = ConnectionError(f"Redis connection lost: {exc or 'closed by Redis'}")
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    def abort(self) -> None:
+        """Drop the link at once (what `wait_closed` waiters then see as lost)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     async def aclose(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._transport is not None:
+            self._transport.close()
             with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+                await asyncio.wait_for(self.wait_closed(), 1.0)
 
 
 class Pipeline:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import pytest
@@ -159,3 +160,69 @@ def test_the_store_publishes_itself_only_on_its_own_redis() -> None:
     assert shares_redis("redis://h:6379/0", "redis://h:6379/0")
     assert not shares_redis("redis://h:6379/1", "redis://h:6379/0")
     assert not shares_redis("memory://", "redis://h:6379/0")
+
+
+async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    try:
+        with anyio.fail_after(timeout):
+            while not check():  # noqa: ASYNC110 - polling plain state the backend owns
+                await anyio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}") from None
+
+
+async def test_an_error_on_the_pubsub_link_reconnects_and_asks_for_resync(
+    redis_url: str,
+) -> None:
+    """Redis answering the pub/sub link with an error means the link is not what we think:
+    the backend drops it, reconnects, resubscribes and tells the hub to catch up."""
+    backend = RedisBackend(redis_url)
+    await backend.connect()
+    try:
+        await backend.subscribe(CONTROL_CHANNEL)
+        await backend.subscribe("user:alice")
+        with anyio.fail_after(5):
+            assert (await backend.next_published()).message == RESYNC  # the first connect
+        before = metrics.COUNTS.redis_reconnects
+        assert backend._pubsub is not None
+        backend._pubsub.send("GET", "k")  # not allowed on a subscribed connection: an error
+        with anyio.fail_after(5):
+            assert (await backend.next_published()).message == RESYNC
+        assert metrics.COUNTS.redis_reconnects == before + 1
+        other = Redis.from_url(redis_url)
+        try:
+            await _until(lambda: backend.connected.is_set(), 5, "reconnected")
+            assert await other.publish("user:alice", "after") == 1
+        finally:
+            await other.aclose()
+        with anyio.fail_after(5):
+            assert (await backend.next_published()).message == "after"
+    finally:
+        await backend.disconnect()
+
+
+@pytest.mark.timeout(30)
+async def test_a_silent_link_is_dropped_by_the_watchdog_and_recovered(
+    durable: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis that stops answering without closing (a frozen host, a dead NAT entry) is
+    noticed by the ping watchdog; once Redis answers again the backend is back, with a
+    resync."""
+    monkeypatch.setattr("realtime.backend.PING_INTERVAL", 0.2)
+    backend = RedisBackend(durable.url)
+    await backend.connect()
+    assert durable.proc is not None
+    try:
+        await backend.subscribe(CONTROL_CHANNEL)
+        with anyio.fail_after(5):
+            assert (await backend.next_published()).message == RESYNC
+        durable.proc.send_signal(signal.SIGSTOP)
+        try:
+            await _until(lambda: not backend.connected.is_set(), 10, "the watchdog dropped it")
+        finally:
+            durable.proc.send_signal(signal.SIGCONT)
+        with anyio.fail_after(15):
+            assert (await backend.next_published()).message == RESYNC
+        assert backend.connected.is_set()
+    finally:
+        await backend.disconnect()
