@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import socket
 import statistics
 import subprocess
 import time
@@ -141,6 +142,36 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
 ]
 
 
+def send_floor(sockets: int = 100, rounds: int = 300, size: int = 200) -> float:
+    """CPU µs per `send()` of one WebSocket-sized frame on loopback TCP, from plain Python.
+
+    One system call per socket per frame is what any server's fan-out pays at the least
+    (the receiving clients' reads are not counted): the machine's floor for µs per frame.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    pairs = []
+    try:
+        for _ in range(sockets):
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+            pairs.append((server, client))
+        frame = b"\x81\x7e" + size.to_bytes(2, "big") + b"x" * size
+        spent = 0.0
+        for _ in range(rounds):
+            start = time.process_time()
+            for server, _ in pairs:
+                server.send(frame)
+            spent += time.process_time() - start
+            for _, client in pairs:
+                client.recv(1 << 16)
+        return 1e6 * spent / (rounds * sockets)
+    finally:
+        for server, client in pairs:
+            server.close()
+            client.close()
+        listener.close()
+
+
 def machine(redis: Redis) -> dict[str, Any]:
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -172,6 +203,7 @@ def machine(redis: Redis) -> dict[str, Any]:
         "redis_server": redis.version(),
         "commit": git,
         "loadavg_start": load,
+        "send_floor_us": round(send_floor(), 2),
         "versions": versions,
     }
 
@@ -296,7 +328,8 @@ def main() -> None:
     head = (
         f"{info['mode']} run, {repeats} repeat(s), {info['minutes']} min, commit {info['commit']}\n"
         f"machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
-        f"load {info['loadavg_start']} -> {info['loadavg_end']}\n"
+        f"load {info['loadavg_start']} -> {info['loadavg_end']}; one send() of a 200-byte "
+        f"frame on loopback TCP: {info['send_floor_us']} µs CPU\n"
         f"Python {info['python']}, redis-server {info['redis_server']}; "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     )
