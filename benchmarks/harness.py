@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import socket
 import statistics
@@ -16,6 +17,7 @@ import subprocess
 import time
 import traceback
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from processes import HERE, Redis, raise_fd_limit
@@ -272,12 +274,32 @@ def table(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     return "\n".join(lines + (["", *sorted(set(extra))] if extra else []))
 
 
+def gc_pauses(log_dir: Path) -> str:
+    """Per process log: GC pauses of 1 ms or more by generation (count, longest, total)."""
+    lines = ["GC pauses >= 1 ms per process log: generation: count, longest ms, total ms"]
+    for log in sorted(log_dir.glob("*.log")):
+        per: dict[str, list[float]] = {}
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("gc-pause "):
+                fields = dict(f.split("=", 1) for f in line.split()[1:])
+                per.setdefault(fields["gen"], []).append(float(fields["ms"]))
+        if per:
+            text = "; ".join(
+                f"gen {g}: {len(v)}, {max(v):.1f}, {sum(v):.0f}" for g, v in sorted(per.items())
+            )
+            lines.append(f"- {log.stem}: {text}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1 repeat, short, few clients")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", default="", help="comma list of scenarios")
     parser.add_argument("--profile", action="store_true", help="py-spy the taskcast server")
+    parser.add_argument(
+        "--gc", action="store_true", help="log GC pauses >= 1 ms in every process; sum them"
+    )
     parser.add_argument(
         "--systems", default="", help="comma list of taskcast, anchor, floor (default: all)"
     )
@@ -288,6 +310,10 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     raise_fd_limit()
+    if args.gc:  # every child process inherits it and imports gcwatch/sitecustomize.py
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(HERE / "gcwatch"), os.environ.get("PYTHONPATH", "")) if p
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = HERE / "results"
     log_dir = results / f"logs-{stamp}"
@@ -337,6 +363,8 @@ def main() -> None:
     (results / f"{stamp}.json").write_text(json.dumps({"machine": info, "runs": runs}, indent=1))
     (results / f"{stamp}.md").write_text(head + "\n\n" + text + "\n")
     print(f"\nsaved benchmarks/results/{stamp}.md and .json; logs in {log_dir}")
+    if args.gc:
+        print("\n" + gc_pauses(log_dir))
     for profile in sorted(log_dir.glob("profile-*.txt")):
         summary = results / f"{stamp}-{profile.stem}-summary.txt"
         summary.write_text(summarise(profile))
