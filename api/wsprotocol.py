@@ -133,6 +133,15 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.handshake_initiated and not self.close_sent:
             self.scope["extensions"][EXTENSION] = {"send": self.send_nowait}
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # Our extension's bound method in our own scope makes protocol -> scope -> method ->
+        # protocol a cycle; without it a closed connection is freed at once by reference
+        # counting, not left (~26 objects) for the next full collection.
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope.get("extensions", {}).pop(EXTENSION, None)
+
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:

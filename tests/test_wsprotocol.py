@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
 import anyio
 import pytest
+import uvicorn
+from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.wsprotocol import _Flag, _Framer, _Inbox
+from api.wsprotocol import EXTENSION, WebSocketProtocol, _Flag, _Framer, _Inbox
 from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.publisher import Publisher
 from realtime.store import Store
 
-from .processes import Web, Worker
+from .processes import Web, Worker, free_port
 from .wsclient import WS
 
 pytestmark = pytest.mark.anyio
@@ -169,3 +174,46 @@ async def test_flag_releases_every_waiter_when_writable_again() -> None:
         assert woken == []
         flag.set()
     assert sorted(woken) == [0, 1, 2]
+
+
+@pytest.mark.timeout(30)
+async def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> None:
+    """Once a client is gone, its server-side protocol is freed by reference counting alone:
+    a storm of disconnects leaves nothing for a full collection to walk (which would stall
+    every stream on the node)."""
+    protocols: list[weakref.ref[Any]] = []
+    finished = anyio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        protocols.append(weakref.ref(scope["extensions"][EXTENSION]["send"].__self__))
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        finished.set()
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, ws=WebSocketProtocol, lifespan="off", log_level="error"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    gc.disable()
+    try:
+        with anyio.fail_after(10):
+            while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+                await asyncio.sleep(0.01)
+        async with connect(f"ws://127.0.0.1:{port}/ws"):
+            pass
+        with anyio.fail_after(5):
+            await finished.wait()
+        try:
+            with anyio.fail_after(5):
+                while protocols[0]() is not None:  # noqa: ASYNC110 - a weakref has no event
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            raise AssertionError("the closed connection's protocol is still alive") from None
+    finally:
+        gc.enable()
+        server.should_exit = True
+        await serving
