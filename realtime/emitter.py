@@ -24,7 +24,7 @@ from typing import Any
 from . import metrics
 from .backend import make_broadcast, shares_redis
 from .connections import redis_client
-from .events import iso, make_event, progress_data, source
+from .events import iso, make_event, new_id, progress_data, source
 from .publisher import Publisher, prepare
 from .resp import Pipeline
 from .store import Store
@@ -76,6 +76,10 @@ class Emitter:
         self._heartbeat = heartbeat
         self._running: set[str] = set()  # tasks this process runs: their heartbeat goes out
         self._pid = os.getpid()
+        # Retries are deduped by (mark, count): the publisher thread counts every event it
+        # stores, in order; a forked child is another emitter with a mark of its own.
+        self._mark = new_id()
+        self._counted = 0
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._queue: deque[_Entry] = deque()
@@ -193,6 +197,8 @@ class Emitter:
         self._running = set()
         self._thread = self._loop = self._wakeup = None
         self._idle = True
+        self._mark = new_id()
+        self._counted = 0
         source()
 
     def _start(self) -> None:
@@ -280,10 +286,12 @@ class Emitter:
             )
             for e in batch
         ]
+        mark = (self._mark, self._counted + 1)  # a retry keeps these counts
+        self._counted += len(events)
         delay = BACKOFF_FIRST
         while True:
             try:
-                results = await publisher.publish_many(events)
+                results = await publisher.publish_many(events, mark)
             except Exception as exc:  # noqa: BLE001 - Redis away: keep the batch, retry
                 metrics.COUNTS.publish_errors += 1
                 if self.connected:

@@ -88,9 +88,15 @@ class Publisher:
         metrics.COUNTS.emitted += 1
         return stored
 
-    async def publish_many(self, batch: list[tuple[dict[str, Any], str | None]]) -> list[Stored]:
-        """Store a batch in one round trip, then publish it (pipelined by our backend)."""
-        results = await self.store.append_many([(e, encode_event(e), t) for e, t in batch])
+    async def publish_many(
+        self, batch: list[tuple[dict[str, Any], str | None]], mark: tuple[str, int] | None = None
+    ) -> list[Stored]:
+        """Store a batch in one round trip, then publish it (pipelined by our backend).
+
+        `mark`: see `Store.append_many` (an emitter's in-order events).
+        """
+        encoded = [(e, encode_event(e), t) for e, t in batch]
+        results = await self.store.append_many(encoded, mark)
         await self._broadcast([m for stored in results for m in stored.messages])
         metrics.COUNTS.emitted += len(batch)
         return results

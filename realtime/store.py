@@ -22,6 +22,9 @@ DEDUPE_TTL = 3600  # seconds a stored event id is remembered, so retries never d
 
 # Store one event on every channel it targets, atomically, and with ARGV[20] = '1' also
 # PUBLISH each message in the same step: pub/sub order is then seq order, whoever emits.
+# Retries are idempotent by a key per event id, or, for an emitter that stores its events
+# one after another in order (ARGV[21] its mark, ARGV[22] the event's count), by one key
+# per emitter holding the count it reached: nothing per event stays behind in Redis.
 # Returns {"ok", channel1, message1, ...}, or {"dup", ...} with the first attempt's messages
 # (none when it published them itself), or {"closed"} when the event's task already ended:
 # one terminal event, nothing after it, so a redelivered or cancelled task cannot add to a
@@ -32,15 +35,22 @@ local new_epoch, hsize, ttl, now_ms = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[
 local status, sfield, svalue, ts, ckey_hint = ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15]
 local attempt, max_deliveries, now_s = ARGV[17], tonumber(ARGV[18]), tonumber(ARGV[19])
 local publish = ARGV[20] == '1'
+local mark, count = ARGV[21], tonumber(ARGV[22])
 local P = KEYS[1]
 local verdict = 'ok'
-local dkey = P .. 'e:' .. eid
-local dup = redis.call('GET', dkey)
-if dup then
-  if dup == '1' then return {'dup'} end  -- published when first stored: nothing to repeat
-  local out = cjson.decode(dup)
-  out[1] = 'dup'
-  return out
+local dkey, mkey = nil, nil
+if publish and mark ~= '' then
+  mkey = P .. 'm:' .. mark
+  if count <= tonumber(redis.call('GET', mkey) or '0') then return {'dup'} end
+else
+  dkey = P .. 'e:' .. eid
+  local dup = redis.call('GET', dkey)
+  if dup then
+    if dup == '1' then return {'dup'} end  -- published when first stored: nothing to repeat
+    local out = cjson.decode(dup)
+    out[1] = 'dup'
+    return out
+  end
 end
 local tkey = nil
 local is_task_type = string.sub(etype, 1, 5) == 'task.'
@@ -127,7 +137,9 @@ if tkey and is_task_type then
     redis.call('ZREM', P .. 'queued', task_id)
   end
 end
-if publish then
+if mkey then
+  redis.call('SET', mkey, count, 'EX', tonumber(ARGV[16]))
+elseif publish then
   redis.call('SET', dkey, '1', 'EX', tonumber(ARGV[16]))
 else
   redis.call('SET', dkey, cjson.encode(out), 'EX', tonumber(ARGV[16]))
@@ -293,7 +305,14 @@ class Store:
         self._read = redis.register_script(_READ)
         self._held = redis.register_script(_HELD)
 
-    def _args(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> list[Any]:
+    def _args(
+        self,
+        event: dict[str, Any],
+        encoded: bytes,
+        topic: str | None,
+        mark: str = "",
+        count: int = 0,
+    ) -> list[Any]:
         type_ = event["type"]
         sfield = STATE_FIELD_OF.get(type_, "")
         svalue = b""
@@ -322,6 +341,8 @@ class Store:
             self.max_deliveries,
             time.time(),
             "1" if self.publishes else "",
+            mark,
+            count,
         ]
 
     async def append(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> Stored:
@@ -330,15 +351,25 @@ class Store:
         return _stored(out)
 
     async def append_many(
-        self, batch: list[tuple[dict[str, Any], bytes, str | None]]
+        self,
+        batch: list[tuple[dict[str, Any], bytes, str | None]],
+        mark: tuple[str, int] | None = None,
     ) -> list[Stored]:
         """`append` for a batch in one pipelined round trip (the worker's publisher).
 
+        `mark` is `(emitter mark, count of the batch's first event)` from an emitter whose
+        events reach this store strictly one after another, each counted once (a retried
+        batch keeps its counts): a store that publishes then dedupes by that count alone.
+
         Plain EVALSHA: a pipeline of `Script` objects asks `SCRIPT EXISTS` on every execute,
         a second round trip per batch. If Redis lost the script (a restart), load it and run
-        the batch again: event ids make the repeat harmless.
+        the batch again: event ids (or counts) make the repeat harmless.
         """
-        args = [self._args(event, encoded, topic) for event, encoded, topic in batch]
+        name, first = mark if mark is not None and self.publishes else ("", 0)
+        args = [
+            self._args(event, encoded, topic, name, first + i if name else 0)
+            for i, (event, encoded, topic) in enumerate(batch)
+        ]
         for attempt in range(2):
             try:
                 if self.pipeline is not None:

@@ -64,6 +64,20 @@ def test_emit_returns_fast_and_flush_confirms_storage(
     assert [f["event"]["data"]["message"] for _, f in stored] == [str(i) for i in range(500)]
 
 
+def test_emitted_events_leave_no_key_per_event_in_redis(
+    emitter: Emitter, sync_redis: redis.Redis
+) -> None:
+    """What makes a worker's retries idempotent costs Redis one key per emitter process,
+    not one per event (at thousands of events a second that was gigabytes an hour)."""
+    for i in range(300):
+        emitter.emit("notification", data={"title": "t", "message": str(i)}, user_id="alice")
+    assert emitter.flush(timeout=20)
+    assert len(history(sync_redis, "user:alice")) == 300
+    assert sync_redis.keys("tc:e:*") == []
+    assert [k.decode() for k in sync_redis.keys("tc:m:*")] == [f"tc:m:{emitter._mark}"]
+    assert sync_redis.get(f"tc:m:{emitter._mark}") == b"300"
+
+
 def test_unreachable_redis_never_reaches_the_caller() -> None:
     """With Redis unreachable, emit still returns at once without raising; flush says False."""
     emitter = Emitter(f"redis://127.0.0.1:{free_port()}/0")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -392,3 +393,36 @@ async def test_a_publishing_store_publishes_in_seq_order_under_concurrency(
     assert seen == list(range(1, 201))
     for own in stores:
         await own.redis.aclose()
+
+
+async def test_an_emitters_retried_batch_is_stored_once_with_no_key_per_event(
+    redis: Redis,
+) -> None:
+    """An emitter's batch carries (mark, first count): a retry of a batch Redis partly took
+    stores only the rest, and no key per event stays behind, only the count per emitter."""
+    own = Store(redis, history_size=50, publish=True)
+    batch = [(e, encode_event(e), "orders") for e in _orders(4)]
+    first_try = await own.append_many(batch[:2], mark=("m1", 1))  # the link broke here
+    retried = await own.append_many(batch, mark=("m1", 1))
+    assert [s.status for s in first_try] == ["ok", "ok"]
+    assert [s.status for s in retried] == ["dup", "dup", "ok", "ok"]
+    assert [seqs(s, "topic:orders") for s in retried[2:]] == [[3], [4]]
+    snap = await own.read("topic:orders", since=0)
+    orders = [orjson.loads(m.frame)["event"]["data"]["order_id"] for m in snap.entries]
+    assert orders == ["o0", "o1", "o2", "o3"]
+    assert await redis.keys("tc:e:*") == []
+    assert await redis.get("tc:m:m1") == b"4"
+    assert 0 < await redis.ttl("tc:m:m1") <= 3600
+
+
+async def test_a_store_that_does_not_publish_dedupes_by_event_id(redis: Redis) -> None:
+    """Without publishing itself the store must hand a retry the first messages to publish,
+    so it keeps them per event id, mark or not."""
+    own = Store(redis, history_size=50)
+    batch = [(e, encode_event(e), "orders") for e in _orders(2)]
+    first = await own.append_many(batch, mark=("m2", 1))
+    again = await own.append_many(batch, mark=("m2", 1))
+    assert [s.status for s in again] == ["dup", "dup"]
+    assert [s.messages for s in again] == [s.messages for s in first]
+    assert len(await redis.keys("tc:e:*")) == 2
+    assert await redis.get("tc:m:m2") is None
