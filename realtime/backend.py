@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -47,6 +48,7 @@ class RedisBackend(BroadcastBackend):
         self._queue_bound = queue_bound
         self._events: deque[Event] = deque()  # one consumer: Broadcast's listener or the hub
         self._waiter: asyncio.Future[None] | None = None
+        self._consumer: Callable[[Event], None] | None = None
         self._channels: set[str] = set()
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
         self._pubsub: Connection | None = None
@@ -149,7 +151,20 @@ class RedisBackend(BroadcastBackend):
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
 
+    def consume(self, consumer: Callable[[Event], None] | None) -> None:
+        """Hand every message to `consumer` where it is read, instead of buffering it for
+        `next_published`: the hub, the one reader on a node, saves a task switch per event.
+        `None` goes back to buffering."""
+        self._consumer = consumer
+
     def _deliver(self, event: Event) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            try:
+                consumer(event)
+            except Exception as exc:  # noqa: BLE001 - the read callback must go on
+                logger.warning("pub/sub consumer failed: %s", type(exc).__name__)
+            return
         if len(self._events) >= self._queue_bound:
             # Dropping is safe only because the hub refills from history on `resync`.
             if not self._gap:

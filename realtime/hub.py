@@ -1,8 +1,9 @@
 """The relay hub: one broadcaster subscription per channel per node, ordered gap-free fan-out.
 
 The hub is the only subscriber on its node, so it drives a broadcaster `BroadcastBackend`
-itself, as `Broadcast` does, but without `Broadcast`'s queue and task per subscription: one
-intake task reads `next_published` and hands each message to its channel at once.
+itself, as `Broadcast` does, but without `Broadcast`'s queue and task per subscription: our
+Redis backend hands it each message where it is read (`consume`); a stock backend is read
+by one intake task (`next_published`). Either way a message goes to its channel at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from broadcaster import BroadcastBackend, Event
 
 from . import metrics
-from .backend import CONTROL_CHANNEL, RESYNC
+from .backend import CONTROL_CHANNEL, RESYNC, RedisBackend
 from .errors import Unavailable
 from .protocol import WS_1011_INTERNAL_ERROR, encode
 from .session import Session, Subscription
@@ -68,10 +69,16 @@ class Hub:
 
     async def __aenter__(self) -> Hub:
         await self.backend.subscribe(CONTROL_CHANNEL)
-        self._intake = asyncio.create_task(self._take_in(), name="taskcast-intake")
+        if isinstance(self.backend, RedisBackend):
+            # Ours hands each message over in the loop's read callback: no task switch.
+            self.backend.consume(self._take)
+        else:
+            self._intake = asyncio.create_task(self._take_in(), name="taskcast-intake")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if isinstance(self.backend, RedisBackend):
+            self.backend.consume(None)
         tasks = [self._intake] if self._intake is not None else []
         tasks += list(self._tasks)
         for task in tasks:
@@ -282,7 +289,7 @@ class Hub:
             self._on_message(channel, raw)
 
     async def _take_in(self) -> None:
-        """The node's one reader of the backend: each message to its channel, in arrival order."""
+        """The node's one reader of a stock backend: each message in arrival order."""
         next_published = self.backend.next_published
         while True:
             try:
@@ -294,19 +301,23 @@ class Hub:
                 await asyncio.sleep(INTAKE_BACKOFF)
                 self._resync()
                 continue
-            channel = self.channels.get(event.channel)
-            if channel is None:
-                if event.channel == CONTROL_CHANNEL and event.message == RESYNC:
-                    self._resync()
-            elif not channel.ready.done():
-                if channel.early is None:
-                    channel.early = []
-                channel.early.append(event.message)
-            elif channel.failed is None:
-                try:
-                    self._on_message(channel, event.message)
-                except Exception:  # noqa: BLE001 - not ours (someone else PUBLISHed here)
-                    logger.warning("channel %s: unreadable message ignored", channel.name)
+            self._take(event)
+
+    def _take(self, event: Event) -> None:
+        """One message to its channel at once (or, on the control channel, a resync)."""
+        channel = self.channels.get(event.channel)
+        if channel is None:
+            if event.channel == CONTROL_CHANNEL and event.message == RESYNC:
+                self._resync()
+        elif not channel.ready.done():
+            if channel.early is None:
+                channel.early = []
+            channel.early.append(event.message)
+        elif channel.failed is None:
+            try:
+                self._on_message(channel, event.message)
+            except Exception:  # noqa: BLE001 - not ours (someone else PUBLISHed here)
+                logger.warning("channel %s: unreadable message ignored", channel.name)
 
     def _resync(self) -> None:
         """Catch every channel up from history (the backend reconnected or dropped messages)."""

@@ -226,3 +226,39 @@ async def test_a_silent_link_is_dropped_by_the_watchdog_and_recovered(
         assert backend.connected.is_set()
     finally:
         await backend.disconnect()
+
+
+async def test_a_consumer_gets_each_message_where_it_is_read_in_order(redis_url: str) -> None:
+    """With a consumer (the hub) messages skip the buffer and arrive in publish order; without
+    one, `next_published` reads them again."""
+    backend = RedisBackend(redis_url)
+    await backend.connect()
+    taken: list[Event] = []
+    got_all = asyncio.Event()
+
+    def take(event: Event) -> None:
+        taken.append(event)
+        if sum(e.channel == "user:alice" for e in taken) == 100:
+            got_all.set()
+
+    backend.consume(take)
+    other = Redis.from_url(redis_url)
+    try:
+        await backend.subscribe("user:alice")
+        async with other.pipeline(transaction=False) as pipe:
+            for i in range(100):
+                pipe.publish("user:alice", str(i))
+            await pipe.execute()
+        with anyio.fail_after(5):
+            await got_all.wait()
+        assert [e.message for e in taken if e.channel == "user:alice"] == [
+            str(i) for i in range(100)
+        ]
+        assert taken[0] == Event(CONTROL_CHANNEL, RESYNC)  # the first connect, handed over too
+        backend.consume(None)
+        await other.publish("user:alice", "buffered")
+        with anyio.fail_after(5):
+            assert (await backend.next_published()).message == "buffered"
+    finally:
+        await other.aclose()
+        await backend.disconnect()
