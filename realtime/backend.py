@@ -34,6 +34,7 @@ QUEUE_BOUND = 20_000
 SUBSCRIBE_TIMEOUT = 5.0
 PING_INTERVAL = 5.0
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 1.0
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class RedisBackend(BroadcastBackend):
@@ -261,7 +262,7 @@ class RedisBackend(BroadcastBackend):
 
 def make_backend(url: str) -> BroadcastBackend:
     """broadcaster's backend for `url`: ours for Redis URLs, broadcaster's own for others."""
-    if urlparse(url).scheme in ("redis", "rediss", "unix"):
+    if urlparse(url).scheme in REDIS_SCHEMES:
         return RedisBackend(url)
     return Broadcast(url)._backend  # broadcaster builds its stock backends only in Broadcast
 
@@ -273,7 +274,7 @@ def make_broadcast(url: str) -> Broadcast:
 
 def shares_redis(broadcast_url: str, redis_url: str) -> bool:
     """True when broadcaster's pub/sub is the store's own Redis: the store can publish itself."""
-    return broadcast_url == redis_url and urlparse(redis_url).scheme in ("redis", "rediss", "unix")
+    return broadcast_url == redis_url and urlparse(redis_url).scheme in REDIS_SCHEMES
 
 
 def backend_connected(backend: BroadcastBackend) -> bool:

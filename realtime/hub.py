@@ -286,7 +286,7 @@ class Hub:
         channel.ready.set_result(None)
         early, channel.early = channel.early, None
         for raw in early or ():
-            self._on_message(channel, raw)
+            self._relay(channel, raw)
 
     async def _take_in(self) -> None:
         """The node's one reader of a stock backend: each message in arrival order."""
@@ -314,10 +314,13 @@ class Hub:
                 channel.early = []
             channel.early.append(event.message)
         elif channel.failed is None:
-            try:
-                self._on_message(channel, event.message)
-            except Exception:  # noqa: BLE001 - not ours (someone else PUBLISHed here)
-                logger.warning("channel %s: unreadable message ignored", channel.name)
+            self._relay(channel, event.message)
+
+    def _relay(self, channel: _Channel, raw: str) -> None:
+        try:
+            self._on_message(channel, raw)
+        except Exception:  # noqa: BLE001 - not ours (someone else PUBLISHed here)
+            logger.warning("channel %s: unreadable message ignored", channel.name)
 
     def _resync(self) -> None:
         """Catch every channel up from history (the backend reconnected or dropped messages)."""

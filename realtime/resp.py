@@ -99,15 +99,6 @@ class Connection:
         if ready:
             callback(ready)
 
-    async def read(self) -> list[Any]:
-        """Every reply that arrived in one socket read (at least one); a Redis error raises."""
-        await self._wait(1)
-        replies, self._ready = self._ready, []
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise ConnectionError(f"Redis error on the pub/sub connection: {reply}")
-        return replies
-
     async def replies(self, count: int) -> list[Any]:
         """The next `count` replies; Redis errors come back as `hiredis.ReplyError` values."""
         await self._wait(count)
