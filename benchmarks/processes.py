@@ -156,7 +156,8 @@ class Server:
                 }
             )
             args = [str(BIN / "uvicorn"), "api.main:create_app", *common]
-            args += ["--ws", "api.wsprotocol:WebSocketProtocol"]  # as the Procfile runs it
+            args += ["--http", "api.wsprotocol:HttpProtocol"]  # as the Procfile runs it
+            args += ["--ws", "api.wsprotocol:WebSocketProtocol"]
             ready = f"http://127.0.0.1:{self.port}/healthz"
         elif system == "floor":  # plain uvicorn: its own websockets-sansio protocol
             args = [str(BIN / "uvicorn"), "floor_server:create_app", "--app-dir", str(HERE)]

@@ -187,6 +187,7 @@ def up(
         web_args = [
             python, "-m", "uvicorn", "--factory", "api.main:create_app",
             "--host", host, "--port", str(port),
+            "--http", "api.wsprotocol:HttpProtocol",
             "--ws", "api.wsprotocol:WebSocketProtocol", "--ws-max-size", "65536",
             "--timeout-graceful-shutdown", "5",
         ]  # fmt: skip

@@ -168,6 +168,7 @@ class Web(Process):
         args = [
             str(BIN / "uvicorn"), "--factory", "api.main:create_app",
             "--host", "127.0.0.1", "--port", str(self.port),
+            "--http", "api.wsprotocol:HttpProtocol",
             "--ws", "api.wsprotocol:WebSocketProtocol", "--ws-max-size", "65536",
             "--timeout-graceful-shutdown", "3",
         ]  # fmt: skip

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.wsprotocol import EXTENSION, WebSocketProtocol, _Flag, _Framer, _Inbox
+from api.wsprotocol import EXTENSION, HttpProtocol, WebSocketProtocol, _Flag, _Framer, _Inbox
 from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.publisher import Publisher
@@ -178,14 +178,19 @@ async def test_flag_releases_every_waiter_when_writable_again() -> None:
 
 @pytest.mark.timeout(30)
 async def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> None:
-    """Once a client is gone, its server-side protocol is freed by reference counting alone:
-    a storm of disconnects leaves nothing for a full collection to walk (which would stall
-    every stream on the node)."""
-    protocols: list[weakref.ref[Any]] = []
+    """Once a client is gone, its server-side protocols (the HTTP one it upgraded from and
+    the WebSocket one) are freed by reference counting alone: a storm of connections leaves
+    nothing for a full collection to walk (which would stall every stream on the node)."""
+    protocols: dict[str, weakref.ref[Any]] = {}
     finished = anyio.Event()
 
+    class Tracked(HttpProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            protocols["http"] = weakref.ref(self)
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        protocols.append(weakref.ref(scope["extensions"][EXTENSION]["send"].__self__))
+        protocols["websocket"] = weakref.ref(scope["extensions"][EXTENSION]["send"].__self__)
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
         while (await receive())["type"] != "websocket.disconnect":
@@ -194,7 +199,13 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> No
 
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws=WebSocketProtocol, lifespan="off", log_level="error"
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=Tracked,
+        ws=WebSocketProtocol,
+        lifespan="off",
+        log_level="error",
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -207,12 +218,14 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> No
             pass
         with anyio.fail_after(5):
             await finished.wait()
+        assert sorted(protocols) == ["http", "websocket"]
         try:
             with anyio.fail_after(5):
-                while protocols[0]() is not None:  # noqa: ASYNC110 - a weakref has no event
-                    await asyncio.sleep(0.01)
+                while any(ref() is not None for ref in protocols.values()):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # a weakref has no event to wait on
         except TimeoutError:
-            raise AssertionError("the closed connection's protocol is still alive") from None
+            alive = [name for name, ref in protocols.items() if ref() is not None]
+            raise AssertionError(f"closed connection's protocols still alive: {alive}") from None
     finally:
         gc.enable()
         server.should_exit = True
