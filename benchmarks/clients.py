@@ -3,10 +3,11 @@
 Run as `python clients.py`; the first stdin line is a JSON config naming the system, the URL,
 whether to offer permessage-deflate, and groups of connections (`key` "topic" = the one shared
 channel, "each" = channel `<prefix><i>` per connection). It prints `{"ready": …}` once every
-connection is subscribed, then obeys `report <expected> <timeout>` (wait for the measured
-connections to receive `expected` events in all, print a JSON result, reset the counters) and
-`quit`. taskcast speaks the /ws contract; the anchor raw Engine.IO v4 / Socket.IO v5 frames
-(far cheaper than python-socketio's AsyncClient, so the client is not the bottleneck).
+connection is subscribed, then obeys `report <expected> <timeout> [raw]` (wait for the
+measured connections to receive `expected` events in all, print a JSON result, reset the
+counters) and `quit`. taskcast speaks the /ws contract; the anchor raw Engine.IO v4 /
+Socket.IO v5 frames (far cheaper than python-socketio's AsyncClient, so the client is not
+the bottleneck).
 """
 
 from __future__ import annotations
@@ -182,8 +183,9 @@ class Load:
         except ConnectionClosed:
             pass
 
-    async def report(self, expected: int, timeout: float) -> dict[str, Any]:
-        """Wait until `expected` events arrived (or nothing moved for 3 s), then summarise."""
+    async def report(self, expected: int, timeout: float, raw: bool = False) -> dict[str, Any]:
+        """Wait until `expected` events arrived (or nothing moved for 3 s), then summarise;
+        `raw` adds every sampled latency in arrival order (for pooling windows)."""
         deadline = time.monotonic() + timeout
         seen, still = -1, time.monotonic()
         while time.monotonic() < deadline:
@@ -220,6 +222,8 @@ class Load:
             "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
             "max_ms": 1000 * lat[-1] if lat else None,
         }
+        if raw:
+            result["latencies_ms"] = [round(1000 * x, 4) for x in self.latencies]
         for conn in self.conns:
             conn.received = conn.dups = conn.gaps = 0
         self.latencies, self.first, self.last = [], 0.0, 0.0
@@ -241,7 +245,7 @@ async def main() -> None:
         if not line or line[0] == "quit":
             break
         if line[0] == "report":
-            result = await load.report(int(line[1]), float(line[2]))
+            result = await load.report(int(line[1]), float(line[2]), raw="raw" in line[3:])
             print(json.dumps(result), flush=True)
     sys.stdout.flush()
     os._exit(0)  # the kernel closes every socket at once; the servers see them go

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import select
+import statistics
 import subprocess
 import sys
 import time
@@ -75,8 +76,8 @@ class Clients:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
-    def report(self, expected: int, timeout: float = 120) -> dict[str, Any]:
-        self._send(f"report {expected} {timeout}")
+    def report(self, expected: int, timeout: float = 120, raw: bool = False) -> dict[str, Any]:
+        self._send(f"report {expected} {timeout}{' raw' if raw else ''}")
         return dict(json.loads(_readline(self.proc, timeout + 30, "the clients' report")))
 
     def close(self) -> None:
@@ -158,7 +159,7 @@ def _latency(result: dict[str, Any]) -> dict[str, Any]:
 
 def _paced(
     ctx: Context, system: str, server: Server, clients: Clients, *, rate: float, duration: float,
-    targets: list[str], expected_per_event: int = 1, emitters: int = 1,
+    targets: list[str], expected_per_event: int = 1, emitters: int = 1, raw: bool = False,
 ) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:  # fmt: skip
     """Emit at `rate` for `duration`, wait for delivery; (client report, CPU used, emitters)."""
     em = Emitters(ctx, system, emitters, mode="paced", rate=rate, duration=duration,
@@ -166,7 +167,7 @@ def _paced(
     meter = Meter(server, ctx.redis)
     sent = em.go()
     emitted = sum(r["emitted"] for r in sent)
-    report = clients.report(emitted * expected_per_event, timeout=max(60, duration * 3))
+    report = clients.report(emitted * expected_per_event, timeout=max(60, duration * 3), raw=raw)
     return report, meter.stop(), sent
 
 
@@ -199,7 +200,7 @@ def one_client(ctx: Context, system: str, rate: int) -> dict[str, Any]:
     with serving(ctx, system) as server:
         clients = Clients(ctx, system, server.ws_url, [{"n": 1, "key": "topic", "sample": 1}])
         try:
-            profiler = _profile(ctx, server, system, rate, duration)
+            profiler = _profile(ctx, server, system, f"one-client-{rate // 1000}k", duration)
             ages = _event_ages(server)
             report, used, _ = _paced(
                 ctx, system, server, clients, rate=rate, duration=duration, targets=["topic"]
@@ -243,12 +244,12 @@ def _age_quantiles(before: dict[float, float], after: dict[float, float]) -> dic
 
 
 def _profile(
-    ctx: Context, server: Server, system: str, rate: int, duration: float
+    ctx: Context, server: Server, system: str, name: str, duration: float
 ) -> subprocess.Popen[bytes] | None:
-    """With --profile: py-spy on the taskcast server for each one-client run."""
+    """With --profile: py-spy on the taskcast server for one measured window."""
     if not (ctx.profile and system == "taskcast"):
         return None
-    out = ctx.log_dir / f"profile-taskcast-one-client-{rate // 1000}k.txt"
+    out = ctx.log_dir / f"profile-taskcast-{name}.txt"
     return subprocess.Popen(
         [str(Path(PY).parent / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw",
          "--duration", str(int(duration) + 1), "--rate", "200", "--nonblocking", "--output",
@@ -339,40 +340,92 @@ def spread(ctx: Context, system: str) -> dict[str, Any]:
     }
 
 
+def settle(pid: int, deadline: float = 60.0) -> float:
+    """Wait until a process is idle (under 5% of a core over half a second): a connection
+    storm's handshakes and garbage collections are over. Returns the seconds it took."""
+    began = time.monotonic()
+    while time.monotonic() - began < deadline:
+        used = cpu_seconds(pid)
+        time.sleep(0.5)  # the measuring interval itself, not a wait for an event
+        if cpu_seconds(pid) - used < 0.025:
+            break
+    return time.monotonic() - began
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def idle_isolation(ctx: Context, system: str) -> dict[str, Any]:
-    """RSS per idle connection at 1k and 10k; latency of one channel with 10 vs 10k idle."""
+    """RSS per idle connection at 1k and 10k; latency of one channel with 10 vs 10k idle.
+
+    The windows run few, many, many, few (the 10k closed again), each once the server is
+    idle, so a drift in the machine's load falls on both sides; each side's latencies are
+    pooled. A one-off stall of the machine moves one second's p99, so the median of the
+    per-second p99s is reported beside the pooled p99.
+    """
     few, mid, many = 10, ctx.size(1000, 200), ctx.size(10_000, 1000)
     rate, duration = 1000, ctx.size(8, 3)
     out: dict[str, Any] = {}
     opened: list[Clients] = []
+    samples: dict[str, list[float]] = {"few": [], "many": []}
+    seconds: dict[str, list[float]] = {"few": [], "many": []}
+    cpu = {"few": 0.0, "many": 0.0}  # server CPU per event, the mean of both windows
+    windows: list[list[Any]] = []
     with serving(ctx, system) as server:
+
+        def measure(side: str) -> None:
+            out[f"settle_s_{side}"] = max(out.get(f"settle_s_{side}", 0), settle(server.pid))
+            profiler = _profile(ctx, server, system, f"isolation-{side}-{len(seconds[side])}",
+                                duration)  # fmt: skip
+            began = time.time()
+            report, used, _ = _paced(ctx, system, server, measured, rate=rate,
+                                     duration=duration, targets=["topic"], raw=True)  # fmt: skip
+            # each window's side, wall-clock span and p99: `--gc` pauses can be placed in it
+            windows.append([side, round(began, 3), round(time.time(), 3), report["p99_ms"]])
+            if profiler is not None:
+                profiler.wait(120)
+            cpu[side] += used["server"] / max(1, report["received"]) / 2
+            lat = report["latencies_ms"]
+            samples[side] += lat
+            seconds[side] += [_percentile(lat[i : i + rate], 0.99) for i in range(0, len(lat), rate)
+                              if len(lat[i : i + rate]) >= rate // 2]  # fmt: skip
+
+        def idle(n: int, offset: int) -> None:
+            group = {"n": n, "key": "each", "prefix": "i", "offset": offset, "measure": False}
+            opened.append(Clients(ctx, system, server.ws_url, [group]))
+
         try:
             measured = Clients(ctx, system, server.ws_url, [{"n": 1, "key": "topic", "sample": 1}])
             opened.append(measured)
-
-            def idle(n: int, offset: int) -> None:
-                group = {"n": n, "key": "each", "prefix": "i", "offset": offset, "measure": False}
-                opened.append(Clients(ctx, system, server.ws_url, [group]))
-
             idle(few, 0)
             base = rss_bytes(server.pid)
-            report, _, _ = _paced(ctx, system, server, measured, rate=rate, duration=duration,
-                                  targets=["topic"])  # fmt: skip
-            out.update({"p50_few_ms": report["p50_ms"], "p99_few_ms": report["p99_ms"]})
+            measure("few")
             idle(mid - few, few)
             out["rss_kib_per_conn_mid"] = (rss_bytes(server.pid) - base) / (mid - few) / KIB
             idle(many - mid, mid)
             out["rss_kib_per_conn_many"] = (rss_bytes(server.pid) - base) / (many - few) / KIB
-            report, _, _ = _paced(ctx, system, server, measured, rate=rate, duration=duration,
-                                  targets=["topic"])  # fmt: skip
-            out.update({"p50_many_ms": report["p50_ms"], "p99_many_ms": report["p99_ms"]})
-            out["iso_ratio_p50"] = out["p50_many_ms"] / out["p50_few_ms"]
-            out["iso_ratio_p99"] = out["p99_many_ms"] / out["p99_few_ms"]
             out["rss_mib_total"] = rss_bytes(server.pid) / KIB / KIB
             out["subscribe_retries"] = sum(c.retries for c in opened)
+            measure("many")
+            measure("many")
+            for c in opened[2:]:
+                c.close()
+            del opened[2:]
+            measure("few")
         finally:
             for c in opened:
                 c.close()
+    for side in ("few", "many"):
+        out[f"p50_{side}_ms"] = _percentile(samples[side], 0.5)
+        out[f"p99_{side}_ms"] = _percentile(samples[side], 0.99)
+        out[f"p99s_{side}_ms"] = statistics.median(seconds[side])
+        out[f"server_cpu_us_{side}"] = 1e6 * cpu[side]
+    out["iso_ratio_p50"] = out["p50_many_ms"] / out["p50_few_ms"]
+    out["iso_ratio_p99"] = out["p99_many_ms"] / out["p99_few_ms"]
+    out["iso_ratio_p99s"] = out["p99s_many_ms"] / out["p99s_few_ms"]
+    out["windows"] = windows
     return out
 
 

@@ -19,7 +19,7 @@ def _watch(phase: str, info: dict[str, int]) -> None:
     ms = (time.perf_counter() - _started[0]) * 1000
     if ms >= 1.0:
         sys.stderr.write(
-            f"gc-pause pid={os.getpid()} gen={info['generation']} ms={ms:.2f} "
+            f"gc-pause pid={os.getpid()} t={time.time():.3f} gen={info['generation']} ms={ms:.2f} "
             f"collected={info['collected']}\n"
         )
 
