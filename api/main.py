@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -24,6 +23,7 @@ from realtime.reaper import Reaper
 from workers.signatures import QUEUES, UNACKED, sender
 
 from . import auth, errors, inventory, ops, orders, sse, tasks
+from .collector import Collector
 from .deps import Node
 from .limits import BodyLimit
 from .ws import WebSocketEndpoint
@@ -90,14 +90,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     node_id=node_id,
                 )
                 logger.info("node %s ready", node_id)
-                # Everything built so far lives as long as the process: out of the cyclic
-                # collector's sight, a full collection (~60 ms of start-up objects on a small
-                # machine, more with every connection) no longer stalls every socket.
-                gc.collect()
-                gc.freeze()
+                # Full collections walk only what is new: with many connections a walk of
+                # the whole heap stalls every socket on the node for a large part of a second.
+                collector = Collector()
+                collector.install()
                 try:
                     yield
                 finally:
+                    collector.uninstall()
                     for session in list(hub.sessions):
                         session.close_soon(WS_1012_SERVICE_RESTART, "server restarting")
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import asdict
 from typing import Any
 
@@ -56,5 +57,6 @@ async def stats(node: NodeDep, principal: PrincipalDep) -> dict[str, Any]:
 @router.get("/metrics")
 async def prometheus(request: Request, node: NodeDep) -> Response:
     metrics.GAUGES.update(node.hub.stats())
+    metrics.GAUGES["gc_frozen_objects"] = gc.get_freeze_count()
     registry = request.app.state.metrics
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -25,6 +25,8 @@ class Counters:
     emitted: int = 0
     emit_dropped: int = 0
     rate_limited: int = 0
+    gc_full_collections: int = 0
+    gc_whole_heap_collections: int = 0
 
 
 COUNTS = Counters()
@@ -40,6 +42,8 @@ _HELP = {
     "emitted": "Events this process stored and published",
     "emit_dropped": "Progress events dropped from a full emit buffer",
     "rate_limited": "Client frames refused by the rate limit",
+    "gc_full_collections": "Full garbage collections (on a web node: of what is new since)",
+    "gc_whole_heap_collections": "Full garbage collections that walked the whole heap",
 }
 
 # Filled by the hub at scrape time: connections, subscriptions, channels.
