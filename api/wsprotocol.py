@@ -13,11 +13,13 @@ other server the app uses `send`.
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import State
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
 EXTENSION = "taskcast.send_nowait"
 _TEXT = 0x81  # FIN + text opcode; frames from a server are never masked (RFC 6455 5.1)
+_PING = bytes((0x89, 4))  # FIN + ping opcode, a 4-byte payload
+_jitter = random.Random()
 
 
 class _Framer:
@@ -134,7 +138,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol with the `taskcast.send_nowait` extension.
 
     It also holds less per idle connection: a light receive queue and writable flag, and
-    no copy of the handshake's request and response once the connection is accepted.
+    no copy of the handshake's request and response once the connection is accepted. Its
+    keep-alive is uvicorn's (`--ws-ping-interval`, `--ws-ping-timeout`), made cheap for
+    many idle connections: each ping is written as ready bytes, one timer per round serves
+    both the pong deadline and the next ping, and the first ping comes at a random point
+    of the first interval or so, so a reconnect storm does not ping in step ever after.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -162,6 +170,51 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if message["type"] == "websocket.accept" and self.handshake_complete:
             # Only the handshake reads these; headers and all, they are kilobytes a socket.
             self.request = self.response = None  # type: ignore[assignment]
+
+    # -- keep-alive ------------------------------------------------------------------------
+
+    def start_keepalive(self) -> None:
+        if self.ping_interval is not None and self.ping_interval > 0:
+            delay = self.ping_interval * _jitter.uniform(0.5, 1.5)
+            self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
+
+    def send_keepalive_ping(self) -> None:
+        self.ping_timer = None
+        if self.close_sent or self.transport.is_closing() or self.conn.state is not State.OPEN:
+            return
+        assert self.ping_interval is not None
+        payload = _jitter.getrandbits(32).to_bytes(4, "big")  # the pong must echo it
+        self.pending_ping_payload = payload
+        self.ping_sent_at = self.loop.time()
+        self.transport.write(_PING + payload)  # a control frame: never compressed
+        wait = self.ping_interval
+        if self.ping_timeout is not None:
+            wait = min(wait, self.ping_timeout)
+        self.ping_timer = self.loop.call_later(wait, self._keepalive_due)
+
+    def _keepalive_due(self) -> None:
+        """The pong deadline or the next ping, whichever the one timer was set for."""
+        self.ping_timer = None
+        now = self.loop.time()
+        if self.pending_ping_payload is not None and self.ping_timeout is not None:
+            left = self.ping_sent_at + self.ping_timeout - now
+            if left > 0:  # a timeout longer than the interval: wait for the pong
+                self.ping_timer = self.loop.call_later(left, self._keepalive_due)
+            else:
+                self.keepalive_timeout()  # uvicorn's: close with 1011
+            return
+        assert self.ping_interval is not None
+        delay = self.ping_sent_at + self.ping_interval - now
+        if delay > 0:
+            self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
+        else:
+            self.send_keepalive_ping()
+
+    def handle_pong(self, event: Frame) -> None:
+        if self.pending_ping_payload is None or bytes(event.data) != self.pending_ping_payload:
+            return  # unsolicited or stale
+        self.last_ping_rtt = self.loop.time() - self.ping_sent_at
+        self.pending_ping_payload = None
 
     def send_nowait(self, text: str) -> bool:
         """Write one text frame now; False if it cannot go without waiting (use `send`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import weakref
@@ -230,3 +231,129 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> No
         gc.enable()
         server.should_exit = True
         await serving
+
+
+# -- keep-alive -------------------------------------------------------------------------------
+
+
+class RawClient:
+    """A WebSocket client at the frame level: it answers pings only when told to."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    async def frame(self) -> tuple[int, bytes]:
+        """The next frame from the server: (opcode, payload); server frames are unmasked."""
+        first, size = await self.reader.readexactly(2)
+        assert size < 126
+        return first & 0x0F, await self.reader.readexactly(size)
+
+    def pong(self, payload: bytes) -> None:
+        mask = b"\x01\x02\x03\x04"
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(bytes((0x8A, 0x80 | len(payload))) + mask + masked)
+
+
+@contextlib.asynccontextmanager
+async def pinging_server(interval: float, timeout: float | None) -> AsyncIterator[int]:
+    """A bare app under uvicorn with our protocols and the given keep-alive; its port."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=HttpProtocol,
+        ws=WebSocketProtocol,
+        ws_ping_interval=interval,
+        ws_ping_timeout=timeout,
+        lifespan="off",
+        log_level="error",
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        with anyio.fail_after(10):
+            while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+                await asyncio.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("timeout", [0.3, 0.9])
+async def test_keepalive_pings_a_live_client_and_closes_a_silent_one(timeout: float) -> None:
+    """A client that answers each ping stays connected, each ping carrying a fresh payload;
+    one that stops answering is closed with 1011 once the pong deadline passes, not before
+    (also when the deadline is longer than the interval)."""
+    loop = asyncio.get_running_loop()
+    async with pinging_server(interval=0.3, timeout=timeout) as port:
+        live, silent = await RawClient.connect(port), await RawClient.connect(port)
+
+        async def unanswered() -> list[tuple[float, int, bytes]]:
+            frames: list[tuple[float, int, bytes]] = []
+            while not frames or frames[-1][1] != 0x8:
+                opcode, payload = await silent.frame()
+                frames.append((loop.time(), opcode, payload))
+            return frames
+
+        with anyio.fail_after(10):
+            silent_frames = asyncio.create_task(unanswered())
+            payloads = []
+            while len(payloads) < 4:
+                opcode, payload = await live.frame()
+                assert opcode == 0x9, f"expected a ping, got opcode {opcode}"
+                payloads.append(payload)
+                live.pong(payload)
+            assert len(set(payloads)) == len(payloads)
+            (pinged, ping, _), (closed, close, reason) = await silent_frames
+        assert (ping, close) == (0x9, 0x8), "expected one ping, then a close frame"
+        assert int.from_bytes(reason[:2], "big") == 1011
+        assert closed - pinged > timeout - 0.1, "closed before the pong deadline"
+        with anyio.fail_after(5):
+            opcode, payload = await live.frame()  # still pinged: never closed
+        assert opcode == 0x9
+        for client in (live, silent):
+            client.writer.close()
+
+
+@pytest.mark.timeout(30)
+async def test_a_connection_storm_is_not_pinged_in_step() -> None:
+    """Connections opened together get their first pings spread over about an interval,
+    not all at once (nor every interval after, for as long as they stay)."""
+    interval = 1.0
+    async with pinging_server(interval=interval, timeout=None) as port:
+        clients = await asyncio.gather(*(RawClient.connect(port) for _ in range(20)))
+        loop = asyncio.get_running_loop()
+
+        async def first_ping(client: RawClient) -> float:
+            opcode, _ = await client.frame()
+            assert opcode == 0x9
+            return loop.time()
+
+        with anyio.fail_after(10):
+            arrivals = await asyncio.gather(*(first_ping(c) for c in clients))
+        spread = max(arrivals) - min(arrivals)
+        assert spread > interval / 4, f"20 first pings within {spread * 1000:.0f} ms"
+        for client in clients:
+            client.writer.close()
