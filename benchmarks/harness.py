@@ -36,7 +36,10 @@ FLOOR_SCENARIOS = {
     "fanout_1000",
     "fanout_1000_deflate",
     "idle_isolation",
+    "idle_isolation_no_keepalive",
 }
+# Diagnostics that say nothing about the anchor (Engine.IO's heartbeat cannot be turned off).
+NO_ANCHOR = {"idle_isolation_no_keepalive"}
 
 # (scenario, metric, label, "lower"/"higher" is better, target on taskcast or None)
 METRICS: list[tuple[str, str, str, str, str | None]] = [
@@ -160,6 +163,16 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
         "lower",
         "<= 1.1",
     ),
+    *[
+        ("idle_isolation_no_keepalive", key, f"no WebSocket pings: {label}", "lower", None)
+        for key, label in (
+            ("iso_ratio_p50", "isolation ratio p50"),
+            ("iso_ratio_p99", "isolation ratio p99"),
+            ("iso_ratio_p99s", "isolation ratio, median 1-s p99"),
+            ("server_cpu_us_few", "server CPU µs/event, 10 idle"),
+            ("server_cpu_us_many", "server CPU µs/event, many idle"),
+        )
+    ],
     ("overload", "emitted", "overload 10k/s: events emitted", "higher", None),
     ("overload", "received", "overload 10k/s: events received", "higher", None),
     ("overload", "told", "overload 10k/s: client told (4008/recovered:false)", "higher", None),
@@ -349,6 +362,8 @@ def main() -> None:
     try:
         for scenario in chosen:
             systems = SYSTEMS + ((FLOOR,) if scenario in FLOOR_SCENARIOS else ())
+            if scenario in NO_ANCHOR:
+                systems = tuple(s for s in systems if s != "anchor")
             if args.systems:
                 systems = tuple(s for s in systems if s in args.systems.split(","))
             runs[scenario] = {s: [] for s in systems}

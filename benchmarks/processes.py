@@ -138,7 +138,9 @@ class Server:
     """taskcast (`api.main:create_app`), the anchor (`anchor_server:create_app`) or the floor
     (`floor_server:create_app`) under uvicorn."""
 
-    def __init__(self, system: str, redis_url: str, log_dir: Path, name: str) -> None:
+    def __init__(
+        self, system: str, redis_url: str, log_dir: Path, name: str, keepalive: bool = True
+    ) -> None:
         self.system = system
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKCAST_")}
@@ -146,6 +148,7 @@ class Server:
         common = [
             "--host", "127.0.0.1", "--port", str(self.port),
             "--log-level", "warning", "--no-access-log", "--factory",
+            *([] if keepalive else ["--ws-ping-interval", "0"]),  # uvicorn's WebSocket pings
         ]  # fmt: skip
         if system == "taskcast":
             env.update(

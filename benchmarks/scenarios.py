@@ -144,9 +144,9 @@ class Meter:
 
 
 @contextmanager
-def serving(ctx: Context, system: str) -> Iterator[Server]:
+def serving(ctx: Context, system: str, keepalive: bool = True) -> Iterator[Server]:
     ctx.runs += 1
-    server = Server(system, ctx.redis.url, ctx.log_dir, f"{system}-{ctx.runs}")
+    server = Server(system, ctx.redis.url, ctx.log_dir, f"{system}-{ctx.runs}", keepalive)
     try:
         yield server
     finally:
@@ -357,13 +357,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def idle_isolation(ctx: Context, system: str) -> dict[str, Any]:
+def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[str, Any]:
     """RSS per idle connection at 1k and 10k; latency of one channel with 10 vs 10k idle.
 
     The windows run few, many, many, few (the 10k closed again), each once the server is
     idle, so a drift in the machine's load falls on both sides; each side's latencies are
     pooled. A one-off stall of the machine moves one second's p99, so the median of the
-    per-second p99s is reported beside the pooled p99.
+    per-second p99s is reported beside the pooled p99. Without `keepalive` the server sends
+    no WebSocket pings: what is left is what idle connections cost besides keeping them.
     """
     few, mid, many = 10, ctx.size(1000, 200), ctx.size(10_000, 1000)
     rate, duration = 1000, ctx.size(8, 3)
@@ -373,7 +374,7 @@ def idle_isolation(ctx: Context, system: str) -> dict[str, Any]:
     seconds: dict[str, list[float]] = {"few": [], "many": []}
     cpu = {"few": 0.0, "many": 0.0}  # server CPU per event, the mean of both windows
     windows: list[list[Any]] = []
-    with serving(ctx, system) as server:
+    with serving(ctx, system, keepalive) as server:
 
         def measure(side: str) -> None:
             out[f"settle_s_{side}"] = max(out.get(f"settle_s_{side}", 0), settle(server.pid))
@@ -466,5 +467,6 @@ SCENARIOS: dict[str, Scenario] = {
     "fanout_1000_deflate": lambda ctx, s: fanout(ctx, s, ctx.size(1000, 200), True),
     "spread": spread,
     "idle_isolation": idle_isolation,
+    "idle_isolation_no_keepalive": lambda ctx, s: idle_isolation(ctx, s, keepalive=False),
     "overload": overload,
 }
