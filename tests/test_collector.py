@@ -3,7 +3,6 @@ connections never wait for a collection, and a cycle among old objects is still 
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import weakref
 from collections.abc import Callable, Iterator
@@ -11,17 +10,16 @@ from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 from websockets.exceptions import ConnectionClosed
 
 from api.collector import Collector
 from api.main import create_app
-from api.wsprotocol import HttpProtocol, WebSocketProtocol
+from api.wsprotocol import WebSocketProtocol
 from realtime.metrics import COUNTS
 from realtime.session import Session
 from realtime.settings import Settings
 
-from .processes import free_port
+from .inprocess import served
 from .wsclient import WS
 
 MakeToken = Callable[..., str]
@@ -110,60 +108,42 @@ async def test_closed_connections_leave_nothing_for_the_collector(
     counting alone: with full collections walking only what is new, nothing a connection
     leaves may need one."""
     app = create_app(settings)
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        http=HttpProtocol,
-        ws=WebSocketProtocol,
-        ws_max_size=65536,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    url = f"ws://127.0.0.1:{port}/ws"
-    with anyio.fail_after(15):
-        while not server.started:
-            assert not serving.done(), "uvicorn exited during start-up"
-            await anyio.sleep(0.01)
-    node = app.state.node
-    gc.disable()
-    try:
-        before = sessions()
-        clients: list[WS] = []
-        for i in range(6):
-            ws = await WS.open(url, make_token(f"gone{i}"))
-            assert (await ws.recv())["type"] == "welcome"
-            assert (await ws.subscribe(f"user:gone{i}"))["type"] == "subscribed"
-            await node.publisher.emit("notification", data={"title": "hi"}, user_id=f"gone{i}")
-            await ws.recv_until(lambda f: f["type"] == "event")
-            clients.append(ws)
-        protocols = [weakref.ref(p) for p in gc.get_objects() if type(p) is WebSocketProtocol]
-        assert len(protocols) == len(clients)
-        assert sessions() == before + len(clients)
-        refused = await WS.open(url, "not-a-token")  # 4401 before any session exists
-        for i, ws in enumerate(clients):
-            if i % 3 == 0:
-                await ws.close()
-            elif i % 3 == 1:
-                ws.conn.transport.abort()  # the network drops: no closing handshake
-            else:
-                await ws.send("x" * 70_000)  # over 64 KiB: the server closes with 1009
-                assert await closed(ws) == 1009
-        assert await closed(refused) == 4401
-        del refused
+    async with served(app) as port:
+        url = f"ws://127.0.0.1:{port}/ws"
+        node = app.state.node
+        gc.disable()
         try:
-            with anyio.fail_after(10):
-                while sessions() > before or any(p() is not None for p in protocols):  # noqa: ASYNC110
-                    await anyio.sleep(0.05)  # nothing to wait on: freeing has no event
-        except TimeoutError:
-            alive = sum(p() is not None for p in protocols)
-            raise AssertionError(
-                f"{sessions() - before} sessions and {alive} protocols still alive"
-            ) from None
-    finally:
-        gc.enable()
-        server.should_exit = True
-        with anyio.fail_after(15):
-            await serving
+            before = sessions()
+            clients: list[WS] = []
+            for i in range(6):
+                ws = await WS.open(url, make_token(f"gone{i}"))
+                assert (await ws.recv())["type"] == "welcome"
+                assert (await ws.subscribe(f"user:gone{i}"))["type"] == "subscribed"
+                await node.publisher.emit("notification", data={"title": "hi"}, user_id=f"gone{i}")
+                await ws.recv_until(lambda f: f["type"] == "event")
+                clients.append(ws)
+            protocols = [weakref.ref(p) for p in gc.get_objects() if type(p) is WebSocketProtocol]
+            assert len(protocols) == len(clients)
+            assert sessions() == before + len(clients)
+            refused = await WS.open(url, "not-a-token")  # 4401 before any session exists
+            for i, ws in enumerate(clients):
+                if i % 3 == 0:
+                    await ws.close()
+                elif i % 3 == 1:
+                    ws.conn.transport.abort()  # the network drops: no closing handshake
+                else:
+                    await ws.send("x" * 70_000)  # over 64 KiB: the server closes with 1009
+                    assert await closed(ws) == 1009
+            assert await closed(refused) == 4401
+            del refused
+            try:
+                with anyio.fail_after(10):
+                    while sessions() > before or any(p() is not None for p in protocols):  # noqa: ASYNC110
+                        await anyio.sleep(0.05)  # nothing to wait on: freeing has no event
+            except TimeoutError:
+                alive = sum(p() is not None for p in protocols)
+                raise AssertionError(
+                    f"{sessions() - before} sessions and {alive} protocols still alive"
+                ) from None
+        finally:
+            gc.enable()

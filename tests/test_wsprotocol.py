@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import weakref
 from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.wsprotocol import EXTENSION, HttpProtocol, WebSocketProtocol, _Flag, _Framer, _Inbox
+from api.wsprotocol import EXTENSION, HttpProtocol, _Flag, _Framer, _Inbox
 from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.publisher import Publisher
 from realtime.store import Store
 
-from .processes import Web, Worker, free_port
+from .inprocess import served
+from .processes import Web, Worker
 from .wsclient import WS
 
 pytestmark = pytest.mark.anyio
@@ -198,39 +198,25 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> No
             pass
         finished.set()
 
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        http=Tracked,
-        ws=WebSocketProtocol,
-        lifespan="off",
-        log_level="error",
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    gc.disable()
-    try:
-        with anyio.fail_after(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-                await asyncio.sleep(0.01)
-        async with connect(f"ws://127.0.0.1:{port}/ws"):
-            pass
-        with anyio.fail_after(5):
-            await finished.wait()
-        assert sorted(protocols) == ["http", "websocket"]
+    async with served(app, http=Tracked, lifespan="off", log_level="error") as port:
+        gc.disable()
         try:
+            async with connect(f"ws://127.0.0.1:{port}/ws"):
+                pass
             with anyio.fail_after(5):
-                while any(ref() is not None for ref in protocols.values()):  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)  # a weakref has no event to wait on
-        except TimeoutError:
-            alive = [name for name, ref in protocols.items() if ref() is not None]
-            raise AssertionError(f"closed connection's protocols still alive: {alive}") from None
-    finally:
-        gc.enable()
-        server.should_exit = True
-        await serving
+                await finished.wait()
+            assert sorted(protocols) == ["http", "websocket"]
+            try:
+                with anyio.fail_after(5):
+                    while any(ref() is not None for ref in protocols.values()):  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)  # a weakref has no event to wait on
+            except TimeoutError:
+                alive = [name for name, ref in protocols.items() if ref() is not None]
+                raise AssertionError(
+                    f"closed connection's protocols still alive: {alive}"
+                ) from None
+        finally:
+            gc.enable()
 
 
 # -- keep-alive -------------------------------------------------------------------------------
@@ -266,8 +252,7 @@ class RawClient:
         self.writer.write(bytes((0x8A, 0x80 | len(payload))) + mask + masked)
 
 
-@contextlib.asynccontextmanager
-async def pinging_server(interval: float, timeout: float | None) -> AsyncIterator[int]:
+def pinging_server(interval: float, timeout: float | None) -> AbstractAsyncContextManager[int]:
     """A bare app under uvicorn with our protocols and the given keep-alive; its port."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -276,28 +261,13 @@ async def pinging_server(interval: float, timeout: float | None) -> AsyncIterato
         while (await receive())["type"] != "websocket.disconnect":
             pass
 
-    port = free_port()
-    config = uvicorn.Config(
+    return served(
         app,
-        host="127.0.0.1",
-        port=port,
-        http=HttpProtocol,
-        ws=WebSocketProtocol,
         ws_ping_interval=interval,
         ws_ping_timeout=timeout,
         lifespan="off",
         log_level="error",
     )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        with anyio.fail_after(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-                await asyncio.sleep(0.01)
-        yield port
-    finally:
-        server.should_exit = True
-        await serving
 
 
 @pytest.mark.timeout(30)
