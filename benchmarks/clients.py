@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
-from processes import SECRET, raise_fd_limit
+from processes import SECRET, percentile, raise_fd_limit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -252,8 +252,8 @@ class Load:
             "close_codes": sorted({c.close_code for c in self.conns if c.close_code}),
             "frames_per_s": received / window if window > 0 else 0.0,
             "lat_n": len(lat),
-            "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
-            "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+            "p50_ms": 1000 * percentile(lat, 0.5) if lat else None,
+            "p99_ms": 1000 * percentile(lat, 0.99) if lat else None,
             "max_ms": 1000 * lat[-1] if lat else None,
         }
         if raw:

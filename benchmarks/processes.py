@@ -41,6 +41,12 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
         time.sleep(interval)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The `q` quantile of `values` by nearest rank, as every report of the benchmark takes it."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process (all its threads), from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from processes import HERE, ROOT, Redis, Server, cpu_seconds, rss_bytes
+from processes import HERE, ROOT, Redis, Server, cpu_seconds, percentile, rss_bytes
 
 PY = sys.executable
 KIB = 1024
@@ -352,11 +352,6 @@ def settle(pid: int, deadline: float = 60.0) -> float:
     return time.monotonic() - began
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[str, Any]:
     """RSS per idle connection at 1k and 10k; latency of one channel with 10 vs 10k idle.
 
@@ -390,7 +385,7 @@ def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[st
             cpu[side] += used["server"] / max(1, report["received"]) / 2
             lat = report["latencies_ms"]
             samples[side] += lat
-            seconds[side] += [_percentile(lat[i : i + rate], 0.99) for i in range(0, len(lat), rate)
+            seconds[side] += [percentile(lat[i : i + rate], 0.99) for i in range(0, len(lat), rate)
                               if len(lat[i : i + rate]) >= rate // 2]  # fmt: skip
 
         def idle(n: int, offset: int) -> None:
@@ -419,8 +414,8 @@ def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[st
             for c in opened:
                 c.close()
     for side in ("few", "many"):
-        out[f"p50_{side}_ms"] = _percentile(samples[side], 0.5)
-        out[f"p99_{side}_ms"] = _percentile(samples[side], 0.99)
+        out[f"p50_{side}_ms"] = percentile(samples[side], 0.5)
+        out[f"p99_{side}_ms"] = percentile(samples[side], 0.99)
         out[f"p99s_{side}_ms"] = statistics.median(seconds[side])
         out[f"server_cpu_us_{side}"] = 1e6 * cpu[side]
     out["iso_ratio_p50"] = out["p50_many_ms"] / out["p50_few_ms"]

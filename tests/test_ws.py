@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import time
@@ -12,7 +13,6 @@ from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 from websockets.exceptions import ConnectionClosed
 
 from api.deps import Node
@@ -22,7 +22,7 @@ from realtime.settings import Settings
 from realtime.tokens import issue
 from workers.signals import freeze_startup_objects
 
-from .processes import free_port
+from .inprocess import served
 from .wsclient import WS, Frame
 
 pytestmark = pytest.mark.anyio
@@ -52,27 +52,18 @@ class App:
 
 @pytest.fixture
 async def serve(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[App]]]:
-    """Start the app (with optional setting overrides) under uvicorn in this event loop."""
-    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    """Start the app (with optional setting overrides) under plain uvicorn in this loop."""
+    async with contextlib.AsyncExitStack() as servers:
 
-    async def start(**overrides: Any) -> App:
-        app = create_app(settings.model_copy(update=overrides))
-        port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        servers.append((server, task))
-        with anyio.fail_after(15):
-            while not server.started:  # uvicorn offers no event to wait on
-                assert not task.done(), "uvicorn exited during start-up"
-                await anyio.sleep(0.01)
-        return App(f"ws://127.0.0.1:{port}/ws", app.state.node)
+        async def start(**overrides: Any) -> App:
+            app = create_app(settings.model_copy(update=overrides))
+            # uvicorn's own protocols: the app's fallback path (ASGI `send`) is what runs
+            port = await servers.enter_async_context(
+                served(app, http="auto", ws="auto", ws_max_size=16 * 1024 * 1024)
+            )
+            return App(f"ws://127.0.0.1:{port}/ws", app.state.node)
 
-    yield start
-    for server, task in servers:
-        server.should_exit = True
-        with anyio.fail_after(15):
-            await task
+        yield start
 
 
 @pytest.fixture
