@@ -260,7 +260,9 @@ def _profile(
 
 def max_rate(ctx: Context, system: str) -> dict[str, Any]:
     """The highest rate (one client, one channel) with p99 ≤ 100 ms and no loss."""
-    ladder = ctx.size([1000, 2000, 5000, 10_000, 15_000, 20_000, 30_000], [1000, 5000, 10_000])
+    ladder = ctx.size(
+        [1000, 2000, 5000, 10_000, 15_000, 20_000, 30_000, 40_000, 50_000], [1000, 5000, 10_000]
+    )
     duration = ctx.size(5, 2)
     best, bound = 0, ""
     steps: list[list[Any]] = []
