@@ -209,12 +209,14 @@ STATUS_OF = {
 STATE_FIELD_OF = {"task.progress": "progress", "task.succeeded": "result", "task.failed": "error"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     """One stored event on one channel, as carried by pub/sub and kept in history.
 
     Wire form: `"<seq> <epoch> <emit_ms> <coalesce_key>\\n<event frame JSON>"`, so a hub orders,
     deduplicates and coalesces without parsing JSON, and sends `frame` as is to every recipient.
+    Never changed once parsed; not `frozen`, whose `__init__` would double the cost of
+    parsing, which a node pays for every event it takes in.
     """
 
     seq: int
