@@ -51,6 +51,7 @@ class RedisBackend(BroadcastBackend):
         self._waiter: asyncio.Future[None] | None = None
         self._consumer: Callable[[Event], None] | None = None
         self._channels: set[str] = set()
+        self._unsubscribing: list[str] = []  # sent at the end of this loop iteration
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
         self._pubsub: Connection | None = None
         self._gap = False
@@ -107,12 +108,21 @@ class RedisBackend(BroadcastBackend):
                 waiters.remove(future)
 
     async def unsubscribe(self, channel: str) -> None:
+        """Unsubscribe; those asked for in one loop iteration go to Redis as one command."""
         self._channels.discard(channel)
         if channel == CONTROL_CHANNEL or not self.connected.is_set():
             return
-        if self._pubsub is not None:
+        if not self._unsubscribing:
+            asyncio.get_running_loop().call_soon(self._unsubscribe_now)
+        self._unsubscribing.append(channel)
+
+    def _unsubscribe_now(self) -> None:
+        # A channel subscribed again meanwhile stays: its SUBSCRIBE has gone out already.
+        names = [c for c in self._unsubscribing if c not in self._channels]
+        self._unsubscribing = []
+        if names and self._pubsub is not None:
             with contextlib.suppress(ConnectionError, OSError):
-                self._pubsub.send("UNSUBSCRIBE", channel)
+                self._pubsub.send("UNSUBSCRIBE", *names)
 
     async def publish(self, channel: str, message: Any) -> None:
         """Publish; concurrent calls share one pipelined round trip."""

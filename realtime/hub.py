@@ -30,6 +30,7 @@ IDLE_GRACE = 10.0  # seconds a channel with no sessions stays subscribed (cheap 
 REPLAY_PAGE = 256  # history entries read per round trip while a session catches up
 READY_TIMEOUT = 5.0
 INTAKE_BACKOFF = 0.5  # a stock backend whose `next_published` raised: try again after this
+RELEASE_BATCH = 256  # idle channels unsubscribed per loop iteration
 
 
 @dataclass(eq=False, slots=True)
@@ -64,7 +65,12 @@ class Hub:
         self.sessions: set[Session] = set()
         self._per_user: dict[str, int] = {}
         self._intake: asyncio.Task[None] | None = None
-        self._leaving: dict[str, asyncio.Task[None]] = {}  # unsubscribes still in flight
+        # Reaped channels wait here to be unsubscribed, a batch per loop iteration; a channel
+        # joined again first waits for its own UNSUBSCRIBE to be sent (`_leaving`).
+        self._releasing: list[str] = []
+        self._released: asyncio.Future[None] | None = None  # resolved once they are sent
+        self._releaser: asyncio.Task[None] | None = None
+        self._leaving: dict[str, asyncio.Future[None]] = {}  # unsubscribes not yet sent
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Hub:
@@ -232,17 +238,43 @@ class Hub:
         if channel.sessions or self.channels.get(channel.name) is not channel:
             return
         del self.channels[channel.name]
-        name = channel.name
-        leaving = asyncio.create_task(self.backend.unsubscribe(name))
-        self._leaving[name] = leaving
-        leaving.add_done_callback(lambda t: self._left(name, t))
-        self._track(leaving)
+        if self._released is None:
+            self._released = asyncio.get_running_loop().create_future()
+        self._leaving[channel.name] = self._released
+        self._releasing.append(channel.name)
+        if self._releaser is None:
+            self._releaser = asyncio.create_task(self._release(), name="taskcast-release")
+            self._track(self._releaser)
 
-    def _left(self, name: str, task: asyncio.Task[None]) -> None:
-        if self._leaving.get(name) is task:
-            del self._leaving[name]
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("unsubscribe from %s failed: %s", name, type(task.exception()).__name__)
+    async def _release(self) -> None:
+        """Unsubscribe the reaped channels, `RELEASE_BATCH` per loop iteration.
+
+        A mass disconnect (a deploy, a network blip) makes thousands of channels idle at once
+        and their grace ends in the same instant: a task and a write each would stall the node
+        for hundreds of milliseconds, every subscriber's events waiting behind them.
+        """
+        done: asyncio.Future[None] | None = None
+        try:
+            while self._releasing:
+                names, self._releasing = self._releasing, []
+                done, self._released = self._released, None
+                for i, name in enumerate(names):
+                    if i and i % RELEASE_BATCH == 0:
+                        await asyncio.sleep(0)  # let the loop serve everyone else
+                    try:
+                        await self.backend.unsubscribe(name)
+                    except Exception as exc:  # noqa: BLE001 - the next reap or resync retries
+                        logger.warning("unsubscribe from %s failed: %s", name, type(exc).__name__)
+                for name in names:
+                    if self._leaving.get(name) is done:
+                        del self._leaving[name]
+                if done is not None:
+                    done.set_result(None)
+        finally:
+            self._releaser = None
+            for waiting in (done, self._released):
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(None)  # cancelled: nobody may wait on it for ever
 
     # -- channels -------------------------------------------------------------------------
 

@@ -273,6 +273,43 @@ async def test_idle_channel_is_released_and_rejoining_still_delivers(parts: Part
                 await asyncio.sleep(0)  # rejoin the moment the channel is dropped
 
 
+async def test_a_mass_disconnect_releases_its_channels_in_a_few_commands(
+    parts: Parts, redis_url: str
+) -> None:
+    """1,000 channels left at once are all unsubscribed from Redis, in a few batched commands
+    rather than a task and a write each (the node would stall); one joined again while they
+    are released still delivers."""
+    hub, publisher, _, _ = parts
+    redis = Redis.from_url(redis_url)
+    names = ["topic:system"] + [f"topic:m{i}" for i in range(1, 1000)]  # any name will do
+    clients = [Client(hub, f"u{i}") for i in range(1000)]
+    for name, client in zip(names, clients, strict=True):
+        await client.subscribe(name)
+    subscribed = len(await redis.pubsub_channels())
+
+    async def unsubscribes() -> int:
+        stats = await redis.info("commandstats")
+        return int(stats.get("cmdstat_unsubscribe", {}).get("calls", 0))
+
+    before = await unsubscribes()
+    hub.idle_grace = 0.01
+    for client in clients:
+        await hub.remove(client.session)
+    with anyio.fail_after(5):
+        while any(name in hub.channels for name in names):  # noqa: ASYNC110
+            await asyncio.sleep(0)  # rejoin the moment the release starts
+    back = Client(hub)
+    await back.subscribe("topic:system")
+    await say(publisher)
+    await back.wait_seq("topic:system", 1)
+    with anyio.fail_after(10):
+        while len(await redis.pubsub_channels()) != subscribed - 999:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # Redis sends no notice of this: poll it
+    sent = await unsubscribes() - before
+    assert sent <= 100, f"{sent} UNSUBSCRIBE commands for 999 idle channels"
+    await redis.aclose()
+
+
 async def test_out_of_order_arrival_is_delivered_in_order(parts: Parts) -> None:
     """Messages published in reverse seq order (5 after 6) still reach the session as 5, 6."""
     hub, publisher, store, broadcast = parts
