@@ -13,8 +13,11 @@ other server the app uses `send`.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import random
 import struct
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,6 +33,9 @@ EXTENSION = "taskcast.send_nowait"
 _TEXT = 0x81  # FIN + text opcode; frames from a server are never masked (RFC 6455 5.1)
 _PING = bytes((0x89, 4))  # FIN + ping opcode, a 4-byte payload
 _jitter = random.Random()
+KEEPALIVE_TICK = 0.05  # seconds: keep-alive work due within one tick shares one wake-up
+
+logger = logging.getLogger("taskcast.ws")
 
 
 class _Framer:
@@ -121,6 +127,56 @@ class _Flag:
         return await waiter
 
 
+class _Keepalive:
+    """The keep-alive timers of every connection on one loop: one timer per tick with work due.
+
+    A timer per connection wakes the loop for each ping on its own: at 10,000 idle connections
+    and uvicorn's 20 s interval, ~500 wake-ups a second, each dearer than the ping it sends,
+    and as many for the pongs that come back one by one. Pings due within one tick
+    (`KEEPALIVE_TICK`) go out together, at most a tick late, and their pongs come back together.
+    """
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due: dict[int, dict[WebSocketProtocol, None]] = {}  # tick -> its connections
+
+    def add(self, protocol: WebSocketProtocol, when: float) -> int:
+        """Call `protocol.keepalive_due()` at loop time `when`, or up to a tick later."""
+        tick = math.ceil(when / KEEPALIVE_TICK)
+        due = self._due.get(tick)
+        if due is None:
+            due = self._due[tick] = {}
+            protocol.loop.call_at(tick * KEEPALIVE_TICK, self._fire, tick)
+        due[protocol] = None
+        return tick
+
+    def discard(self, protocol: WebSocketProtocol, tick: int) -> None:
+        due = self._due.get(tick)
+        if due is not None:
+            due.pop(protocol, None)
+
+    def _fire(self, tick: int) -> None:
+        for protocol in self._due.pop(tick, ()):
+            try:
+                protocol.keepalive_due()
+            except Exception:  # the other connections of this tick go on
+                logger.exception("keep-alive of a connection failed")
+
+
+# One per event loop (a test suite runs many), dropped with its loop.
+_wheels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Keepalive] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _keepalive(loop: asyncio.AbstractEventLoop) -> _Keepalive:
+    wheel = _wheels.get(loop)
+    if wheel is None:
+        wheel = _wheels[loop] = _Keepalive()
+    return wheel
+
+
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, freed as soon as it hands a connection to WebSocket.
 
@@ -140,15 +196,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     It also holds less per idle connection: a light receive queue and writable flag, and
     no copy of the handshake's request and response once the connection is accepted. Its
     keep-alive is uvicorn's (`--ws-ping-interval`, `--ws-ping-timeout`), made cheap for
-    many idle connections: each ping is written as ready bytes, one timer per round serves
-    both the pong deadline and the next ping, and the first ping comes at a random point
-    of the first interval or so, so a reconnect storm does not ping in step ever after.
+    many idle connections: each ping is written as ready bytes, one check per round serves
+    both the pong deadline and the next ping, connections due in the same tick share one
+    timer (`_Keepalive`), and the first ping comes at a random point of the first interval
+    or so, so a reconnect storm does not ping in step ever after.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
+        self.keepalive_tick: int | None = None  # where this connection waits in `_Keepalive`
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -176,10 +234,18 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def start_keepalive(self) -> None:
         if self.ping_interval is not None and self.ping_interval > 0:
             delay = self.ping_interval * _jitter.uniform(0.5, 1.5)
-            self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
+            self._keepalive_at(self.loop.time() + delay)
+
+    def stop_keepalive(self) -> None:
+        super().stop_keepalive()
+        if self.keepalive_tick is not None:
+            _keepalive(self.loop).discard(self, self.keepalive_tick)
+            self.keepalive_tick = None
+
+    def _keepalive_at(self, when: float) -> None:
+        self.keepalive_tick = _keepalive(self.loop).add(self, when)
 
     def send_keepalive_ping(self) -> None:
-        self.ping_timer = None
         if self.close_sent or self.transport.is_closing() or self.conn.state is not State.OPEN:
             return
         assert self.ping_interval is not None
@@ -190,23 +256,23 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         wait = self.ping_interval
         if self.ping_timeout is not None:
             wait = min(wait, self.ping_timeout)
-        self.ping_timer = self.loop.call_later(wait, self._keepalive_due)
+        self._keepalive_at(self.ping_sent_at + wait)
 
-    def _keepalive_due(self) -> None:
-        """The pong deadline or the next ping, whichever the one timer was set for."""
-        self.ping_timer = None
+    def keepalive_due(self) -> None:
+        """The pong deadline or the next ping, whichever this round's one timer was set for."""
+        self.keepalive_tick = None
         now = self.loop.time()
         if self.pending_ping_payload is not None and self.ping_timeout is not None:
-            left = self.ping_sent_at + self.ping_timeout - now
-            if left > 0:  # a timeout longer than the interval: wait for the pong
-                self.ping_timer = self.loop.call_later(left, self._keepalive_due)
+            deadline = self.ping_sent_at + self.ping_timeout
+            if deadline > now:  # a timeout longer than the interval: wait for the pong
+                self._keepalive_at(deadline)
             else:
                 self.keepalive_timeout()  # uvicorn's: close with 1011
             return
         assert self.ping_interval is not None
-        delay = self.ping_sent_at + self.ping_interval - now
-        if delay > 0:
-            self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
+        next_ping = self.ping_sent_at + self.ping_interval
+        if next_ping > now:
+            self._keepalive_at(next_ping)
         else:
             self.send_keepalive_ping()
 

@@ -136,6 +136,13 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
         "lower",
         "== 0",
     ),
+    (
+        "idle_isolation",
+        "idle_cpu_ms_per_s",
+        "idle: server CPU ms/s, many idle, no events",
+        "lower",
+        None,
+    ),
     ("idle_isolation", "p99_few_ms", "isolation: p99 ms, 10 idle", "lower", None),
     ("idle_isolation", "p99_many_ms", "isolation: p99 ms, many idle", "lower", None),
     ("idle_isolation", "iso_ratio_p50", "isolation ratio p50 (many/10)", "lower", "<= 1.1"),
@@ -171,6 +178,7 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
             ("iso_ratio_p99s", "isolation ratio, median 1-s p99"),
             ("server_cpu_us_few", "server CPU µs/event, 10 idle"),
             ("server_cpu_us_many", "server CPU µs/event, many idle"),
+            ("idle_cpu_ms_per_s", "server CPU ms/s, many idle, no events"),
         )
     ],
     ("overload", "emitted", "overload 10k/s: events emitted", "higher", None),

@@ -354,6 +354,9 @@ def settle(pid: int, deadline: float = 60.0) -> float:
     return time.monotonic() - began
 
 
+IDLE_WINDOW = 5.0  # seconds of no events over which idle connections' upkeep is measured
+
+
 def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[str, Any]:
     """RSS per idle connection at 1k and 10k; latency of one channel with 10 vs 10k idle.
 
@@ -362,6 +365,8 @@ def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[st
     pooled. A one-off stall of the machine moves one second's p99, so the median of the
     per-second p99s is reported beside the pooled p99. Without `keepalive` the server sends
     no WebSocket pings: what is left is what idle connections cost besides keeping them.
+    With the many open and no events, the server's CPU over `IDLE_WINDOW` is what keeping
+    them costs on its own.
     """
     few, mid, many = 10, ctx.size(1000, 200), ctx.size(10_000, 1000)
     rate, duration = 1000, ctx.size(8, 3)
@@ -406,6 +411,12 @@ def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[st
             out["rss_kib_per_conn_many"] = (rss_bytes(server.pid) - base) / (many - few) / KIB
             out["rss_mib_total"] = rss_bytes(server.pid) / KIB / KIB
             out["subscribe_retries"] = sum(c.retries for c in opened)
+            out["settle_s_storm"] = settle(server.pid)
+            began, used = time.monotonic(), cpu_seconds(server.pid)
+            time.sleep(IDLE_WINDOW)  # the measuring interval itself, not a wait for an event
+            out["idle_cpu_ms_per_s"] = (
+                1e3 * (cpu_seconds(server.pid) - used) / (time.monotonic() - began)
+            )
             measure("many")
             measure("many")
             for c in opened[2:]:

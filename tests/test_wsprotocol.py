@@ -16,7 +16,15 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.wsprotocol import EXTENSION, HttpProtocol, _Flag, _Framer, _Inbox
+from api.wsprotocol import (
+    EXTENSION,
+    KEEPALIVE_TICK,
+    HttpProtocol,
+    _Flag,
+    _Framer,
+    _Inbox,
+    _Keepalive,
+)
 from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.publisher import Publisher
@@ -327,3 +335,49 @@ async def test_a_connection_storm_is_not_pinged_in_step() -> None:
         assert spread > interval / 4, f"20 first pings within {spread * 1000:.0f} ms"
         for client in clients:
             client.writer.close()
+
+
+@pytest.mark.timeout(30)
+async def test_keepalive_work_due_in_one_tick_shares_one_timer() -> None:
+    """1,000 connections due at random points of half a second are served by one loop timer
+    per tick, not one each; none before its time, and a closed connection not at all."""
+    loop = asyncio.get_running_loop()
+    timers = 0
+
+    class Loop:  # the real loop, counting the timers set on it
+        def call_at(self, when: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            nonlocal timers
+            timers += 1
+            return loop.call_at(when, callback, *args)
+
+        def time(self) -> float:
+            return loop.time()
+
+    fired: dict[int, float] = {}
+    everyone = asyncio.Event()
+
+    class Conn:  # what `_Keepalive` calls back: a connection's keep-alive round
+        loop = Loop()
+
+        def __init__(self, n: int, when: float) -> None:
+            self.n, self.when = n, when
+
+        def keepalive_due(self) -> None:
+            fired[self.n] = loop.time()
+            if len(fired) == kept:
+                everyone.set()
+
+    wheel = _Keepalive()
+    start = loop.time() + 0.1
+    conns = [Conn(n, start + n * 0.0005) for n in range(1000)]
+    ticks = [wheel.add(c, c.when) for c in conns]  # type: ignore[arg-type]
+    closed = range(0, 990, 10)  # spread through the half second, before the last one kept
+    for n in closed:
+        wheel.discard(conns[n], ticks[n])  # type: ignore[arg-type]
+    kept = len(conns) - len(closed)
+    with anyio.fail_after(10):
+        await everyone.wait()
+    assert timers <= 0.5 / KEEPALIVE_TICK + 2, f"{timers} timers for 1,000 connections"
+    assert not set(closed) & set(fired), "a closed connection's keep-alive still ran"
+    early = [n for n, at in fired.items() if at < conns[n].when - 0.002]  # timers: ms grain
+    assert not early, f"{len(early)} connections served before they were due"
