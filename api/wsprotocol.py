@@ -206,7 +206,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
-        self.keepalive_tick: int | None = None  # where this connection waits in `_Keepalive`
+        self.keepalive = _keepalive(self.loop)
+        self.keepalive_tick: int | None = None  # where this connection waits in `keepalive`
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -239,11 +240,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def stop_keepalive(self) -> None:
         super().stop_keepalive()
         if self.keepalive_tick is not None:
-            _keepalive(self.loop).discard(self, self.keepalive_tick)
+            self.keepalive.discard(self, self.keepalive_tick)
             self.keepalive_tick = None
 
     def _keepalive_at(self, when: float) -> None:
-        self.keepalive_tick = _keepalive(self.loop).add(self, when)
+        self.keepalive_tick = self.keepalive.add(self, when)
 
     def send_keepalive_ping(self) -> None:
         if self.close_sent or self.transport.is_closing() or self.conn.state is not State.OPEN:

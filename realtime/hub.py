@@ -66,11 +66,10 @@ class Hub:
         self._per_user: dict[str, int] = {}
         self._intake: asyncio.Task[None] | None = None
         # Reaped channels wait here to be unsubscribed, a batch per loop iteration; a channel
-        # joined again first waits for its own UNSUBSCRIBE to be sent (`_leaving`).
+        # joined again while it is `_leaving` first waits for the release to end.
         self._releasing: list[str] = []
-        self._released: asyncio.Future[None] | None = None  # resolved once they are sent
+        self._leaving: set[str] = set()
         self._releaser: asyncio.Task[None] | None = None
-        self._leaving: dict[str, asyncio.Future[None]] = {}  # unsubscribes not yet sent
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Hub:
@@ -238,9 +237,7 @@ class Hub:
         if channel.sessions or self.channels.get(channel.name) is not channel:
             return
         del self.channels[channel.name]
-        if self._released is None:
-            self._released = asyncio.get_running_loop().create_future()
-        self._leaving[channel.name] = self._released
+        self._leaving.add(channel.name)
         self._releasing.append(channel.name)
         if self._releaser is None:
             self._releaser = asyncio.create_task(self._release(), name="taskcast-release")
@@ -253,11 +250,9 @@ class Hub:
         and their grace ends in the same instant: a task and a write each would stall the node
         for hundreds of milliseconds, every subscriber's events waiting behind them.
         """
-        done: asyncio.Future[None] | None = None
         try:
             while self._releasing:
                 names, self._releasing = self._releasing, []
-                done, self._released = self._released, None
                 for i, name in enumerate(names):
                     if i and i % RELEASE_BATCH == 0:
                         await asyncio.sleep(0)  # let the loop serve everyone else
@@ -265,16 +260,9 @@ class Hub:
                         await self.backend.unsubscribe(name)
                     except Exception as exc:  # noqa: BLE001 - the next reap or resync retries
                         logger.warning("unsubscribe from %s failed: %s", name, type(exc).__name__)
-                for name in names:
-                    if self._leaving.get(name) is done:
-                        del self._leaving[name]
-                if done is not None:
-                    done.set_result(None)
+                    self._leaving.discard(name)
         finally:
             self._releaser = None
-            for waiting in (done, self._released):
-                if waiting is not None and not waiting.done():
-                    waiting.set_result(None)  # cancelled: nobody may wait on it for ever
 
     # -- channels -------------------------------------------------------------------------
 
@@ -300,10 +288,11 @@ class Hub:
     async def _open(self, channel: _Channel) -> None:
         """Subscribe, then read where the channel stands; messages meanwhile wait in `early`."""
         try:
-            leaving = self._leaving.get(channel.name)
-            if leaving is not None:  # our own UNSUBSCRIBE must not land after this SUBSCRIBE
+            releaser = self._releaser
+            if channel.name in self._leaving and releaser is not None:
+                # our own UNSUBSCRIBE must not land after this SUBSCRIBE
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(leaving)
+                    await asyncio.shield(releaser)
             await self.backend.subscribe(channel.name)
             snap = await self.store.read(channel.name)
         except asyncio.CancelledError:
