@@ -122,7 +122,7 @@ class Load:
             ws.transport.set_protocol(Ponger(ws.transport))
 
     async def _handshake(self, conn: Conn, user: str) -> ClientConnection:
-        if self.system in ("taskcast", "floor"):  # the floor speaks the same /ws frames
+        if self.system in ("taskcast", "floor", "wire"):  # the floors speak the same /ws frames
             from realtime.tokens import issue
 
             token = issue(SECRET, user, ["topic:*"], ttl=7200)

@@ -41,7 +41,7 @@ def make_sender(system: str, redis_url: str) -> tuple[Callable[[str, dict[str, A
                 emitter.emit("notification", data=data, user_id=target)
 
         return send, emitter
-    if system == "floor":
+    if system in ("floor", "wire"):
         import orjson
         import redis
 

@@ -38,6 +38,11 @@ FLOOR_SCENARIOS = {
     "idle_isolation",
     "idle_isolation_no_keepalive",
 }
+# The wire floor (wire_server.py: uvloop transports and a hand-written handshake, no ASGI
+# server, no WebSocket library) runs where only the cost per event and per frame matters:
+# what is left of a frame once everything a Python relay can skip is skipped.
+WIRE = "wire"
+WIRE_SCENARIOS = {"one_client_1k", "one_client_5k", "fanout_100", "fanout_1000"}
 # Diagnostics that say nothing about the anchor (Engine.IO's heartbeat cannot be turned off).
 NO_ANCHOR = {"idle_isolation_no_keepalive"}
 
@@ -290,19 +295,22 @@ def _ratio(x: Any, y: Any) -> float | None:
 
 
 def table(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
-    header = "| metric | taskcast | anchor | taskcast/anchor | target | floor | taskcast/floor |"
-    lines = [header, "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+    header = (
+        "| metric | taskcast | anchor | taskcast/anchor | target | floor | taskcast/floor "
+        "| wire | wire/anchor |"
+    )
+    lines = [header, "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for scenario, key, label, _better, target in METRICS:
         if scenario not in runs:
             continue
         med = {}
         for system, results in runs[scenario].items():
             med[system] = _median([r[key] for r in results if key in r])
-        t, a, f = med.get("taskcast"), med.get("anchor"), med.get(FLOOR)
+        t, a, f, w = (med.get(s) for s in ("taskcast", "anchor", FLOOR, WIRE))
         ratio = _ratio(t, a)
         lines.append(
             f"| {label} | {_fmt(t)} | {_fmt(a)} | {_fmt(ratio)} | {_verdict(target, t, ratio)} "
-            f"| {_fmt(f)} | {_fmt(_ratio(t, f))} |"
+            f"| {_fmt(f)} | {_fmt(_ratio(t, f))} | {_fmt(w)} | {_fmt(_ratio(w, a))} |"
         )
     extra = []
     for scenario, per in runs.items():
@@ -345,7 +353,7 @@ def main() -> None:
         "--gc", action="store_true", help="log GC pauses >= 1 ms in every process; sum them"
     )
     parser.add_argument(
-        "--systems", default="", help="comma list of taskcast, anchor, floor (default: all)"
+        "--systems", default="", help="comma list of taskcast, anchor, floor, wire (default: all)"
     )
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
@@ -370,6 +378,7 @@ def main() -> None:
     try:
         for scenario in chosen:
             systems = SYSTEMS + ((FLOOR,) if scenario in FLOOR_SCENARIOS else ())
+            systems += (WIRE,) if scenario in WIRE_SCENARIOS else ()
             if scenario in NO_ANCHOR:
                 systems = tuple(s for s in systems if s != "anchor")
             if args.systems:

@@ -142,7 +142,7 @@ def _http_ok(url: str) -> bool:
 
 class Server:
     """taskcast (`api.main:create_app`), the anchor (`anchor_server:create_app`) or the floor
-    (`floor_server:create_app`) under uvicorn."""
+    (`floor_server:create_app`) under uvicorn; or the wire floor (`wire_server.py`), alone."""
 
     def __init__(
         self, system: str, redis_url: str, log_dir: Path, name: str, keepalive: bool = True
@@ -168,6 +168,9 @@ class Server:
             args += ["--http", "api.wsprotocol:HttpProtocol"]  # as the Procfile runs it
             args += ["--ws", "api.wsprotocol:WebSocketProtocol"]
             ready = f"http://127.0.0.1:{self.port}/healthz"
+        elif system == "wire":  # no server around it and no pings to turn off
+            args = [str(BIN / "python"), str(HERE / "wire_server.py"), str(self.port)]
+            ready = f"http://127.0.0.1:{self.port}/"
         elif system == "floor":  # plain uvicorn: its own websockets-sansio protocol
             args = [str(BIN / "uvicorn"), "floor_server:create_app", "--app-dir", str(HERE)]
             args += common
@@ -189,7 +192,7 @@ class Server:
 
     @property
     def ws_url(self) -> str:
-        if self.system in ("taskcast", "floor"):
+        if self.system in ("taskcast", "floor", "wire"):
             return f"ws://127.0.0.1:{self.port}/ws"
         return f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket"
 
