@@ -118,6 +118,8 @@ class WebSocketEndpoint:
             close,
             principal,
             send_nowait=direct["send"] if direct else None,
+            direct=direct["direct"] if direct else None,
+            framing=direct["frame"] if direct else None,
             max_frames=settings.outbound_max_frames,
             max_bytes=settings.outbound_max_bytes,
         )

@@ -5,7 +5,10 @@ fan-out every subscriber's frame is the same bytes. This protocol offers the app
 extension `taskcast.send_nowait`, a `send_nowait(text) -> bool` that writes the frame to the
 transport at once, framing the text once for every socket it goes to. It refuses (False)
 whenever the frame cannot be written now (the transport is paused or closing); the app then
-falls back to `send`, so flow control and ordering stay uvicorn's. Run it with
+falls back to `send`, so flow control and ordering stay uvicorn's. For the hub's fan-out it
+also offers `direct()`, the transport's own `write` while a frame could go now, and `frame`,
+which frames a text once for all of them; any change that could make `direct()` answer
+otherwise is counted in `realtime.session.CHANGES`. Run it with
 `uvicorn --http api.wsprotocol:HttpProtocol --ws api.wsprotocol:WebSocketProtocol`; under any
 other server the app uses `send`.
 """
@@ -25,6 +28,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import State
+
+from realtime.session import CHANGES, Write
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGISendEvent
@@ -63,6 +68,7 @@ class _Framer:
 
 
 _framer = _Framer()  # one per process: the event loop is single-threaded
+frame = _framer.frame
 
 
 class _Inbox:
@@ -213,7 +219,48 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         # The app's task is created but has not run: it sees the extension in its scope.
         if self.handshake_initiated and not self.close_sent:
-            self.scope["extensions"][EXTENSION] = {"send": self.send_nowait}
+            self.scope["extensions"][EXTENSION] = {
+                "send": self.send_nowait,
+                "direct": self.direct,
+                "frame": frame,
+            }
+
+    # -- what `direct()` answers: every change of it is counted -------------------------------
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @close_sent.setter
+    def close_sent(self, value: bool) -> None:
+        self._close_sent = value
+        CHANGES.note()
+
+    @property
+    def disconnected(self) -> bool:
+        return self._disconnected
+
+    @disconnected.setter
+    def disconnected(self, value: bool) -> None:
+        self._disconnected = value
+        CHANGES.note()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        CHANGES.note()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        CHANGES.note()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.state is not State.OPEN:  # a close came in (and was answered)
+            CHANGES.note()
+
+    def shutdown(self) -> None:
+        super().shutdown()  # the server is stopping: a 1012 close, and the transport closed
+        CHANGES.note()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -283,9 +330,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.last_ping_rtt = self.loop.time() - self.ping_sent_at
         self.pending_ping_payload = None
 
-    def send_nowait(self, text: str) -> bool:
-        """Write one text frame now; False if it cannot go without waiting (use `send`)."""
-        if (
+    def _open_now(self) -> bool:
+        """A data frame may be written now: accepted, not closing, not paused."""
+        return not (
             not self.handshake_complete
             or self.initial_response is not None
             or self.close_sent
@@ -293,7 +340,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             or not self.writable.is_set()
             or self.conn.state is not State.OPEN
             or self.transport.is_closing()
-        ):
+        )
+
+    def send_nowait(self, text: str) -> bool:
+        """Write one text frame now; False if it cannot go without waiting (use `send`)."""
+        if not self._open_now():
             return False
         if self.conn.extensions:  # permessage-deflate: compressed per connection
             self.conn.send_text(text.encode())
@@ -301,3 +352,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         else:
             self.transport.write(_framer.frame(text))
         return True
+
+    def direct(self) -> Write | None:
+        """The transport's `write` for frames made by `frame`, while one could go now and
+        uncompressed; None otherwise. It stays right until `CHANGES` next counts."""
+        if self.conn.extensions or not self._open_now():
+            return None
+        return self.transport.write

@@ -21,7 +21,7 @@ from . import metrics
 from .backend import CONTROL_CHANNEL, RESYNC, RedisBackend
 from .errors import Unavailable
 from .protocol import WS_1011_INTERNAL_ERROR, encode
-from .session import Session, Subscription
+from .session import CHANGES, Framing, Session, Subscription, Write
 from .store import Message, Snapshot, Store
 
 logger = logging.getLogger("taskcast.hub")
@@ -50,6 +50,15 @@ class _Channel:
     filling: bool = False
     early: list[str] | None = None  # messages that came before the channel was ready
     reaper: asyncio.TimerHandle | None = None
+    # Sorted at `CHANGES.count == sorted_at`: the sessions written to directly, and the rest.
+    # A direct one has had every event since `direct_seq`; its `last` is brought up to date
+    # when the channel sorts again (nothing else reads a live subscription's `last`).
+    sorted_at: int = -1
+    writes: list[Write] | None = None
+    framing: Framing | None = None
+    direct_subs: list[Subscription] | None = None
+    direct_seq: int = 0
+    others: list[tuple[Session, Subscription]] | None = None
 
 
 class Hub:
@@ -131,6 +140,7 @@ class Hub:
         sub = Subscription()
         channel.sessions[session] = sub
         session.subs[name] = sub
+        self._unsort(channel)
         try:
             snap = await self.store.read(name, since=since, limit=REPLAY_PAGE)
         except Exception:  # noqa: BLE001 - Redis away: the client is told, may retry
@@ -178,8 +188,9 @@ class Hub:
 
         No await separates the check from the switch, so no fanned-out seq falls between.
         """
-        if sub.last >= channel.last_seq:
+        if sub.replaying and sub.last >= channel.last_seq:
             sub.replaying = False
+            Hub._unsort(channel)  # its fan-out may now write to it directly
         return not sub.replaying
 
     async def _replay(self, session: Session, name: str, sub: Subscription) -> None:
@@ -197,6 +208,7 @@ class Hub:
                     # The stream restarted under us: the channel's own catch-up restarts it
                     # and tells every session, this one included.
                     sub.replaying = False
+                    self._unsort(channel)
                     self._schedule_fill(channel)
                     return
                 if snap.entries and snap.recoverable:
@@ -226,6 +238,7 @@ class Hub:
         if channel is None:
             return
         sub = channel.sessions.pop(session, None)
+        self._unsort(channel)  # never written to again, nor kept alive by the split
         if sub is not None and sub.replay is not None:
             sub.replay.cancel()
         if not channel.sessions and channel.reaper is None:
@@ -364,17 +377,66 @@ class Hub:
             self._schedule_fill(channel)
 
     def _fanout(self, channel: _Channel, message: Message) -> None:
-        channel.last_seq = message.seq
-        metrics.COUNTS.events_in += 1
+        if channel.sorted_at != CHANGES.count:
+            self._sort(channel)
         seq = message.seq
+        channel.last_seq = seq
+        metrics.COUNTS.events_in += 1
         frame = message.frame
+        writes = channel.writes
+        if writes:
+            assert channel.framing is not None
+            wire = channel.framing(frame)  # framed once for every socket
+            for write in writes:
+                try:
+                    write(wire)
+                except Exception:  # noqa: BLE001 - a socket closed under us: sort again
+                    CHANGES.note()
+            channel.direct_seq = seq
+            metrics.COUNTS.frames_out += len(writes)
         key = message.coalesce_key
-        for session, sub in channel.sessions.items():
+        for session, sub in channel.others or ():
             if seq > sub.last and not sub.replaying:
                 sub.last = seq
                 session.push(frame, key)
         if message.emitted_ms:
             metrics.EVENT_AGE.observe(max(0.0, time.time() - message.emitted_ms / 1000))
+
+    @staticmethod
+    def _sort(channel: _Channel) -> None:
+        """Split the channel's sessions: those its events are written to directly (live,
+        caught up, nothing queued, the socket open and writable), and the others."""
+        Hub._unsort(channel)
+        writes: list[Write] = []
+        subs: list[Subscription] = []
+        others: list[tuple[Session, Subscription]] = []
+        framing = None
+        for session, sub in channel.sessions.items():
+            write = None
+            if not sub.replaying and sub.last <= channel.last_seq:
+                write = session.direct()
+                if write is not None:
+                    framing = framing or session.framing
+                    if session.framing is not framing:  # framed otherwise: not with these
+                        write = None
+            if write is None:
+                others.append((session, sub))
+            else:
+                writes.append(write)
+                subs.append(sub)
+        channel.sorted_at = CHANGES.count
+        channel.writes, channel.direct_subs, channel.others = writes, subs, others
+        channel.framing = framing
+        channel.direct_seq = channel.last_seq
+
+    @staticmethod
+    def _unsort(channel: _Channel) -> None:
+        """Bring the direct subscriptions' `last` up to date and forget the split."""
+        for sub in channel.direct_subs or ():
+            if sub.last < channel.direct_seq:
+                sub.last = channel.direct_seq
+        channel.sorted_at = -1
+        channel.writes = channel.direct_subs = channel.others = None
 
     def _drain(self, channel: _Channel) -> None:
         pending = channel.pending
@@ -418,6 +480,7 @@ class Hub:
         history still holds: events published since Redis came back are not skipped.
         """
         logger.warning("channel %s: stream restarted or history gap; resetting", channel.name)
+        self._unsort(channel)
         base = max(0, snap.first_kept - 1)
         if snap.epoch == channel.epoch:
             base = max(base, channel.last_seq)

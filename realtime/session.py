@@ -17,11 +17,36 @@ from .tokens import Principal
 Send = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 SendNowait = Callable[[str], bool]  # False: cannot send without waiting; use Send
+Write = Callable[[bytes], object]  # a socket's own write: the frame's bytes, now
+Direct = Callable[[], Write | None]  # the socket's write, or None if a frame cannot go now
+Framing = Callable[[str], bytes]  # a text frame's bytes, for every `Write` of its kind
 
 _ids = itertools.count(1)
 # Shared by every session with nothing queued (most of them): a deque costs ~0.6 KiB.
 # Never appended to; `push` gives a session its own deque first.
 _NOTHING_QUEUED: deque[list[str | None]] = deque(maxlen=0)
+
+
+class Changes:
+    """Counts the changes in which sessions may take a frame straight to their socket.
+
+    The hub keeps, per channel, the sockets it writes each event to directly (a frame costs
+    a loop step and a system call, no check). Anything that may change whether a session
+    qualifies (its queue filling or draining, its socket pausing or closing) counts here,
+    and every channel sorts again before its next event; a subscriber joining, leaving or
+    catching up re-sorts just its channel.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def note(self) -> None:
+        self.count += 1
+
+
+CHANGES = Changes()
 
 
 @dataclass(slots=True)
@@ -51,6 +76,7 @@ class Session:
         "_close",
         "_close_code",
         "_coalesce",
+        "_direct",
         "_pressure",
         "_queue",
         "_room",
@@ -58,6 +84,7 @@ class Session:
         "_send_nowait",
         "_writer",
         "closed",
+        "framing",
         "id",
         "max_bytes",
         "max_frames",
@@ -72,6 +99,8 @@ class Session:
         principal: Principal,
         *,
         send_nowait: SendNowait | None = None,
+        direct: Direct | None = None,
+        framing: Framing | None = None,
         max_frames: int = 4096,
         max_bytes: int = 8 * 1024 * 1024,
     ) -> None:
@@ -85,6 +114,8 @@ class Session:
         self.closed = False
         self._send = send
         self._send_nowait = send_nowait
+        self._direct = direct if framing is not None else None
+        self.framing = framing
         self._close = close
         self._close_code: tuple[int, str] | None = None
         self._queue: deque[list[str | None]] = _NOTHING_QUEUED  # a deque of its own when needed
@@ -94,9 +125,23 @@ class Session:
         self._room: asyncio.Event | None = None  # made when a replay waits for room
         self._writer: asyncio.Task[None] | None = None
 
+    def direct(self) -> Write | None:
+        """The socket's write, if the hub may write this session's frames to it directly
+        (framed by `framing`) until `CHANGES` next counts: nothing is queued or closing."""
+        if (
+            self._direct is None
+            or self.closed
+            or self._queue
+            or self._busy
+            or self._close_code is not None
+        ):
+            return None
+        return self._direct()
+
     async def stop(self) -> None:
         """Stop the writer (the connection is gone or closing)."""
         self.closed = True
+        CHANGES.note()
         if self._room is not None:
             self._room.set()
         writer = self._writer
@@ -118,6 +163,8 @@ class Session:
         ):
             metrics.COUNTS.frames_out += 1
             return
+        if self._direct is not None and not self._queue:
+            CHANGES.note()  # about to queue: no longer to be written to directly
         if coalesce_key and self.crowded:
             old = self._coalesce.get(coalesce_key)
             if old is not None and old[0] is not None:
@@ -141,6 +188,7 @@ class Session:
         """Send what may still be sent, then close with `code`."""
         if self._close_code is None:
             self._close_code = (code, reason)
+            CHANGES.note()
             self._start_writer()
 
     def _start_writer(self) -> None:
@@ -218,5 +266,7 @@ class Session:
             self._writer = None
             if not self._queue:
                 self._queue = _NOTHING_QUEUED  # drained: give the deque back
+                if self._direct is not None:
+                    CHANGES.note()  # may be written to directly again
             if self.closed and self._room is not None:
                 self._room.set()

@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -19,7 +19,7 @@ from realtime.events import encode_event, make_event
 from realtime.hub import Hub
 from realtime.protocol import WS_4008_SLOW_CONSUMER, encode
 from realtime.publisher import Publisher
-from realtime.session import Session
+from realtime.session import CHANGES, Session
 from realtime.store import Store
 from realtime.tokens import Principal
 
@@ -29,20 +29,60 @@ Frame = dict[str, Any]
 Parts = tuple[Hub, Publisher, Store, RedisBackend]
 
 
-class Client:
-    """A session whose socket is a list: what the hub would have written, decoded."""
+def framing(text: str) -> bytes:
+    return text.encode()
 
-    def __init__(self, hub: Hub, user: str = "alice") -> None:
+
+@pytest.fixture(autouse=True, params=["direct", "queued"])
+def socket_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test twice: with sockets the hub may write to directly, and with queued ones."""
+    Client.direct_by_default = request.param == "direct"
+    yield
+    Client.direct_by_default = True
+
+
+class Client:
+    """A session whose socket is a list: what the hub would have written, decoded.
+
+    Unless `direct` is off, the socket also offers the direct write that uvicorn's sockets
+    offer the hub: a frame goes out at once, unless `paused` (a full buffer)."""
+
+    direct_by_default = True
+
+    def __init__(self, hub: Hub, user: str = "alice", direct: bool | None = None) -> None:
         self.frames: list[Frame] = []
+        self.written_directly = 0
         self.closed_with: int | None = None
+        self.paused = False
         self._changed = asyncio.Event()
         self.hub = hub
-        self.session = Session(self._send, self._close, Principal(user, frozenset({"admin"})))
+        if direct is None:
+            direct = self.direct_by_default
+        self.session = Session(
+            self._send,
+            self._close,
+            Principal(user, frozenset({"admin"})),
+            direct=self._direct if direct else None,
+            framing=framing if direct else None,
+        )
         hub.add(self.session)
 
     async def _send(self, text: str) -> None:
         self.frames.append(json.loads(text))
         self._changed.set()
+
+    def _direct(self) -> Callable[[bytes], object] | None:
+        return None if self.paused else self._write
+
+    def _write(self, data: bytes) -> None:
+        self.frames.append(json.loads(data))
+        self.written_directly += 1
+        self._changed.set()
+
+    def pause(self, paused: bool = True) -> None:
+        """The socket's buffer fills (or drains), as a transport's pause_writing says."""
+        self.paused = paused
+        CHANGES.note()
 
     async def _close(self, code: int, reason: str) -> None:
         self.closed_with = code
@@ -256,6 +296,35 @@ async def test_long_replay_then_live_while_publishing(parts: Parts) -> None:
     await client.wait_seq("topic:system", 3200, timeout=30)
     assert client.seqs("topic:system") == list(range(1, 3201))
     assert (await store.read("topic:system")).seq == 3200
+
+
+async def test_a_socket_written_to_directly_that_fills_up_misses_nothing(parts: Parts) -> None:
+    """Events go straight to a caught-up socket; while its buffer is full they queue instead,
+    and once it drains they go straight again: every seq once, in order. Once it leaves the
+    channel, nothing more is written to it."""
+    hub, publisher, _, _ = parts
+    client, witness = Client(hub, direct=True), Client(hub, direct=False)
+    await client.subscribe("topic:system")
+    await witness.subscribe("topic:system")
+    await client.wait(lambda: bool(client.frames) and client.session.queued == 0)
+    await say(publisher, 5)
+    await client.wait_seq("topic:system", 5)
+    assert client.written_directly == 5
+    client.pause()
+    await say(publisher, 3)
+    await client.wait_seq("topic:system", 8)
+    assert client.written_directly == 5  # queued, sent by the writer
+    client.pause(False)
+    await say(publisher, 3)
+    await client.wait_seq("topic:system", 11)
+    assert client.written_directly == 8
+    assert client.seqs("topic:system") == list(range(1, 12))
+    assert hub.unsubscribe(client.session, "topic:system")
+    await say(publisher)
+    await witness.wait_seq("topic:system", 12)
+    assert client.seqs("topic:system") == list(range(1, 12))
+    assert witness.seqs("topic:system") == list(range(1, 13))
+    assert witness.written_directly == 0
 
 
 async def test_idle_channel_is_released_and_rejoining_still_delivers(parts: Parts) -> None:

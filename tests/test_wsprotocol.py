@@ -28,6 +28,7 @@ from api.wsprotocol import (
 from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.publisher import Publisher
+from realtime.session import CHANGES
 from realtime.store import Store
 
 from .inprocess import served
@@ -225,6 +226,54 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> No
                 ) from None
         finally:
             gc.enable()
+
+
+@pytest.mark.timeout(30)
+async def test_direct_write_is_offered_only_while_a_frame_could_go_now() -> None:
+    """The hub's direct write is the transport's own while the socket is open, writable and
+    uncompressed; none while it is paused, once a close came in, or with permessage-deflate;
+    and every change of that answer is counted, so the hub sorts its fan-outs again."""
+    accepted: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    gone = anyio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await accepted.put(scope["extensions"][EXTENSION])
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        gone.set()
+
+    async with served(app, lifespan="off", log_level="error") as port:
+        async with connect(f"ws://127.0.0.1:{port}/ws", compression=None) as ws:
+            with anyio.fail_after(5):
+                ext = await accepted.get()
+            protocol = ext["send"].__self__
+            write = ext["direct"]()
+            assert write is not None
+            write(ext["frame"]("straight to the socket"))
+            with anyio.fail_after(5):
+                assert await ws.recv() == "straight to the socket"
+            before = CHANGES.count
+            protocol.pause_writing()  # what the transport calls when its buffer is full
+            assert CHANGES.count > before
+            assert ext["direct"]() is None
+            before = CHANGES.count
+            protocol.resume_writing()
+            assert CHANGES.count > before
+            assert ext["direct"]() is not None
+            before = CHANGES.count
+        with anyio.fail_after(5):
+            await gone.wait()
+        assert CHANGES.count > before
+        assert ext["direct"]() is None
+        async with connect(f"ws://127.0.0.1:{port}/ws", compression="deflate") as ws:
+            with anyio.fail_after(5):
+                ext = await accepted.get()
+            assert ext["direct"]() is None  # compressed per connection: never the same bytes
+            assert ext["send"]("compressed")
+            with anyio.fail_after(5):
+                assert await ws.recv() == "compressed"
 
 
 # -- keep-alive -------------------------------------------------------------------------------
