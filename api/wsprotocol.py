@@ -183,6 +183,21 @@ def _keepalive(loop: asyncio.AbstractEventLoop) -> _Keepalive:
     return wheel
 
 
+class _Noted:
+    """A flag of uvicorn's protocol whose every assignment is counted in `CHANGES`: uvicorn
+    sets `close_sent` and `disconnected` in many places, and `direct()` reads both."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, protocol: object, owner: type | None = None) -> bool:
+        return bool(getattr(protocol, self.slot))
+
+    def __set__(self, protocol: object, value: bool) -> None:
+        setattr(protocol, self.slot, value)
+        CHANGES.note()
+
+
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, freed as soon as it hands a connection to WebSocket.
 
@@ -227,23 +242,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     # -- what `direct()` answers: every change of it is counted -------------------------------
 
-    @property
-    def close_sent(self) -> bool:
-        return self._close_sent
-
-    @close_sent.setter
-    def close_sent(self, value: bool) -> None:
-        self._close_sent = value
-        CHANGES.note()
-
-    @property
-    def disconnected(self) -> bool:
-        return self._disconnected
-
-    @disconnected.setter
-    def disconnected(self, value: bool) -> None:
-        self._disconnected = value
-        CHANGES.note()
+    close_sent = _Noted()
+    disconnected = _Noted()
 
     def pause_writing(self) -> None:
         super().pause_writing()
