@@ -148,6 +148,7 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
         "lower",
         None,
     ),
+    ("idle_isolation", "lost", "isolation: events lost in the measured windows", "lower", None),
     ("idle_isolation", "p99_few_ms", "isolation: p99 ms, 10 idle", "lower", None),
     ("idle_isolation", "p99_many_ms", "isolation: p99 ms, many idle", "lower", None),
     ("idle_isolation", "iso_ratio_p50", "isolation ratio p50 (many/10)", "lower", "<= 1.1"),

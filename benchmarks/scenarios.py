@@ -374,7 +374,10 @@ def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[st
     opened: list[Clients] = []
     samples: dict[str, list[float]] = {"few": [], "many": []}
     seconds: dict[str, list[float]] = {"few": [], "many": []}
-    cpu = {"few": 0.0, "many": 0.0}  # server CPU per event, the mean of both windows
+    # server CPU per event in each window that got events (a window with none, when the
+    # measured client lost its connection, counts in `lost`, not here)
+    cpu: dict[str, list[float]] = {"few": [], "many": []}
+    out["lost"] = 0
     windows: list[list[Any]] = []
     with serving(ctx, system, keepalive) as server:
 
@@ -389,7 +392,9 @@ def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[st
             windows.append([side, round(began, 3), round(time.time(), 3), report["p99_ms"]])
             if profiler is not None:
                 profiler.wait(120)
-            cpu[side] += used["server"] / max(1, report["received"]) / 2
+            out["lost"] += report["lost"]
+            if report["received"]:
+                cpu[side].append(used["server"] / report["received"])
             lat = report["latencies_ms"]
             samples[side] += lat
             seconds[side] += [percentile(lat[i : i + rate], 0.99) for i in range(0, len(lat), rate)
@@ -430,7 +435,8 @@ def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[st
         out[f"p50_{side}_ms"] = percentile(samples[side], 0.5)
         out[f"p99_{side}_ms"] = percentile(samples[side], 0.99)
         out[f"p99s_{side}_ms"] = statistics.median(seconds[side])
-        out[f"server_cpu_us_{side}"] = 1e6 * cpu[side]
+        if cpu[side]:
+            out[f"server_cpu_us_{side}"] = 1e6 * statistics.mean(cpu[side])
     out["iso_ratio_p50"] = out["p50_many_ms"] / out["p50_few_ms"]
     out["iso_ratio_p99"] = out["p99_many_ms"] / out["p99_few_ms"]
     out["iso_ratio_p99s"] = out["p99s_many_ms"] / out["p99s_few_ms"]
