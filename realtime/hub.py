@@ -383,7 +383,7 @@ class Hub:
         channel.last_seq = seq
         metrics.COUNTS.events_in += 1
         frame = message.frame
-        writes = channel.writes
+        writes, others = channel.writes, channel.others  # even if the channel re-sorts meanwhile
         if writes:
             assert channel.framing is not None
             wire = channel.framing(frame)  # framed once for every socket
@@ -395,7 +395,7 @@ class Hub:
             channel.direct_seq = seq
             metrics.COUNTS.frames_out += len(writes)
         key = message.coalesce_key
-        for session, sub in channel.others or ():
+        for session, sub in others or ():
             if seq > sub.last and not sub.replaying:
                 sub.last = seq
                 session.push(frame, key)
