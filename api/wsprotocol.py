@@ -67,8 +67,7 @@ class _Framer:
         return self.wire
 
 
-_framer = _Framer()  # one per process: the event loop is single-threaded
-frame = _framer.frame
+frame = _Framer().frame  # one framer per process: the event loop is single-threaded
 
 
 class _Inbox:
@@ -191,7 +190,8 @@ class _Noted:
         self.slot = f"_{name}"
 
     def __get__(self, protocol: object, owner: type | None = None) -> bool:
-        return bool(getattr(protocol, self.slot))
+        value: bool = getattr(protocol, self.slot)
+        return value
 
     def __set__(self, protocol: object, value: bool) -> None:
         setattr(protocol, self.slot, value)
@@ -350,7 +350,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_text(text.encode())
             self.transport.write(b"".join(self.conn.data_to_send()))
         else:
-            self.transport.write(_framer.frame(text))
+            self.transport.write(frame(text))
         return True
 
     def direct(self) -> Write | None:

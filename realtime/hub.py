@@ -60,6 +60,40 @@ class _Channel:
     direct_seq: int = 0
     others: list[tuple[Session, Subscription]] | None = None
 
+    def sort(self) -> None:
+        """Split the sessions: those events are written to directly (live, caught up,
+        nothing queued, the socket open and writable), and the others."""
+        self.unsort()
+        writes: list[Write] = []
+        subs: list[Subscription] = []
+        others: list[tuple[Session, Subscription]] = []
+        framing = None
+        for session, sub in self.sessions.items():
+            write = None
+            if not sub.replaying and sub.last <= self.last_seq:
+                write = session.direct()
+                if write is not None:
+                    framing = framing or session.framing
+                    if session.framing is not framing:  # framed otherwise: not with these
+                        write = None
+            if write is None:
+                others.append((session, sub))
+            else:
+                writes.append(write)
+                subs.append(sub)
+        self.sorted_at = CHANGES.count
+        self.writes, self.direct_subs, self.others = writes, subs, others
+        self.framing = framing
+        self.direct_seq = self.last_seq
+
+    def unsort(self) -> None:
+        """Bring the direct subscriptions' `last` up to date and forget the split."""
+        for sub in self.direct_subs or ():
+            if sub.last < self.direct_seq:
+                sub.last = self.direct_seq
+        self.sorted_at = -1
+        self.writes = self.direct_subs = self.others = None
+
 
 class Hub:
     """Relays events from broadcaster to sessions: each seq once, in order, to each subscriber."""
@@ -140,7 +174,7 @@ class Hub:
         sub = Subscription()
         channel.sessions[session] = sub
         session.subs[name] = sub
-        self._unsort(channel)
+        channel.unsort()
         try:
             snap = await self.store.read(name, since=since, limit=REPLAY_PAGE)
         except Exception:  # noqa: BLE001 - Redis away: the client is told, may retry
@@ -190,7 +224,7 @@ class Hub:
         """
         if sub.replaying and sub.last >= channel.last_seq:
             sub.replaying = False
-            Hub._unsort(channel)  # its fan-out may now write to it directly
+            channel.unsort()  # its fan-out may now write to it directly
         return not sub.replaying
 
     async def _replay(self, session: Session, name: str, sub: Subscription) -> None:
@@ -208,7 +242,7 @@ class Hub:
                     # The stream restarted under us: the channel's own catch-up restarts it
                     # and tells every session, this one included.
                     sub.replaying = False
-                    self._unsort(channel)
+                    channel.unsort()
                     self._schedule_fill(channel)
                     return
                 if snap.entries and snap.recoverable:
@@ -238,7 +272,7 @@ class Hub:
         if channel is None:
             return
         sub = channel.sessions.pop(session, None)
-        self._unsort(channel)  # never written to again, nor kept alive by the split
+        channel.unsort()  # never written to again, nor kept alive by the split
         if sub is not None and sub.replay is not None:
             sub.replay.cancel()
         if not channel.sessions and channel.reaper is None:
@@ -378,7 +412,7 @@ class Hub:
 
     def _fanout(self, channel: _Channel, message: Message) -> None:
         if channel.sorted_at != CHANGES.count:
-            self._sort(channel)
+            channel.sort()
         seq = message.seq
         channel.last_seq = seq
         metrics.COUNTS.events_in += 1
@@ -401,42 +435,6 @@ class Hub:
                 session.push(frame, key)
         if message.emitted_ms:
             metrics.EVENT_AGE.observe(max(0.0, time.time() - message.emitted_ms / 1000))
-
-    @staticmethod
-    def _sort(channel: _Channel) -> None:
-        """Split the channel's sessions: those its events are written to directly (live,
-        caught up, nothing queued, the socket open and writable), and the others."""
-        Hub._unsort(channel)
-        writes: list[Write] = []
-        subs: list[Subscription] = []
-        others: list[tuple[Session, Subscription]] = []
-        framing = None
-        for session, sub in channel.sessions.items():
-            write = None
-            if not sub.replaying and sub.last <= channel.last_seq:
-                write = session.direct()
-                if write is not None:
-                    framing = framing or session.framing
-                    if session.framing is not framing:  # framed otherwise: not with these
-                        write = None
-            if write is None:
-                others.append((session, sub))
-            else:
-                writes.append(write)
-                subs.append(sub)
-        channel.sorted_at = CHANGES.count
-        channel.writes, channel.direct_subs, channel.others = writes, subs, others
-        channel.framing = framing
-        channel.direct_seq = channel.last_seq
-
-    @staticmethod
-    def _unsort(channel: _Channel) -> None:
-        """Bring the direct subscriptions' `last` up to date and forget the split."""
-        for sub in channel.direct_subs or ():
-            if sub.last < channel.direct_seq:
-                sub.last = channel.direct_seq
-        channel.sorted_at = -1
-        channel.writes = channel.direct_subs = channel.others = None
 
     def _drain(self, channel: _Channel) -> None:
         pending = channel.pending
@@ -480,7 +478,7 @@ class Hub:
         history still holds: events published since Redis came back are not skipped.
         """
         logger.warning("channel %s: stream restarted or history gap; resetting", channel.name)
-        self._unsort(channel)
+        channel.unsort()
         base = max(0, snap.first_kept - 1)
         if snap.epoch == channel.epoch:
             base = max(base, channel.last_seq)
