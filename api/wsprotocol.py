@@ -39,6 +39,7 @@ _TEXT = 0x81  # FIN + text opcode; frames from a server are never masked (RFC 64
 _PING = bytes((0x89, 4))  # FIN + ping opcode, a 4-byte payload
 _jitter = random.Random()
 KEEPALIVE_TICK = 0.05  # seconds: keep-alive work due within one tick shares one wake-up
+KEEPALIVE_BATCH = 8  # connections served per loop step: events are read between batches
 
 logger = logging.getLogger("taskcast.ws")
 
@@ -139,12 +140,16 @@ class _Keepalive:
     and uvicorn's 20 s interval, ~500 wake-ups a second, each dearer than the ping it sends,
     and as many for the pongs that come back one by one. Pings due within one tick
     (`KEEPALIVE_TICK`) go out together, at most a tick late, and their pongs come back together.
+    A tick's connections are served `KEEPALIVE_BATCH` per loop step, so events read between
+    the batches: a stall no longer grows with the connections on the node.
     """
 
-    __slots__ = ("_due",)
+    __slots__ = ("_draining", "_due", "_firing")
 
     def __init__(self) -> None:
         self._due: dict[int, dict[WebSocketProtocol, None]] = {}  # tick -> its connections
+        self._firing: dict[WebSocketProtocol, None] = {}  # due now, served a batch a step
+        self._draining: asyncio.Handle | None = None
 
     def add(self, protocol: WebSocketProtocol, when: float) -> int:
         """Call `protocol.keepalive_due()` at loop time `when`, or up to a tick later."""
@@ -160,13 +165,31 @@ class _Keepalive:
         due = self._due.get(tick)
         if due is not None:
             due.pop(protocol, None)
+        self._firing.pop(protocol, None)
 
     def _fire(self, tick: int) -> None:
-        for protocol in self._due.pop(tick, ()):
+        due = self._due.pop(tick, None)
+        if due:
+            self._firing.update(due)
+            if self._draining is None:
+                self._drain()
+
+    def _drain(self) -> None:
+        """Serve a batch of the connections due; the rest after the loop's next step."""
+        firing = self._firing
+        for _ in range(KEEPALIVE_BATCH):
+            if not firing:
+                break
+            protocol = next(iter(firing))
+            del firing[protocol]
             try:
                 protocol.keepalive_due()
             except Exception:  # the other connections of this tick go on
                 logger.exception("keep-alive of a connection failed")
+        if firing:
+            self._draining = asyncio.get_running_loop().call_soon(self._drain)
+        else:
+            self._draining = None
 
 
 # One per event loop (a test suite runs many), dropped with its loop.

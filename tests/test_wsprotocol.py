@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import weakref
 from collections.abc import AsyncIterator, Callable, Generator
@@ -18,6 +19,7 @@ from websockets.streams import StreamReader
 
 from api.wsprotocol import (
     EXTENSION,
+    KEEPALIVE_BATCH,
     KEEPALIVE_TICK,
     HttpProtocol,
     _Flag,
@@ -430,3 +432,44 @@ async def test_keepalive_work_due_in_one_tick_shares_one_timer() -> None:
     assert not set(closed) & set(fired), "a closed connection's keep-alive still ran"
     early = [n for n, at in fired.items() if at < conns[n].when - 0.002]  # timers: ms grain
     assert not early, f"{len(early)} connections served before they were due"
+
+
+@pytest.mark.timeout(30)
+async def test_keepalive_of_a_crowded_tick_lets_the_loop_run_between_batches() -> None:
+    """1,000 connections due in one tick are served a batch per loop step: whatever else the
+    loop has to do (an event read from Redis) waits for one batch, not for all of them.
+    A connection closed while its tick is being served is not served."""
+    loop = asyncio.get_running_loop()
+    served: list[int] = []
+    seen: list[int] = []  # how many were served each time another callback got the loop
+    done = asyncio.Event()
+
+    class Conn:
+        def __init__(self, n: int) -> None:
+            self.n, self.loop = n, loop
+
+        def keepalive_due(self) -> None:
+            served.append(self.n)
+            if self.n == 0:  # as the tick starts, something else arrives, and one closes
+                loop.call_soon(other)
+                wheel.discard(conns[-1], tick)  # type: ignore[arg-type]
+            if len(served) == kept:
+                done.set()
+
+    def other() -> None:
+        seen.append(len(served))
+        if not done.is_set():
+            loop.call_soon(other)
+
+    wheel = _Keepalive()
+    when = loop.time() + 0.05
+    conns = [Conn(n) for n in range(1000)]
+    ticks = {wheel.add(c, when) for c in conns}  # type: ignore[arg-type]
+    assert len(ticks) == 1
+    tick, kept = ticks.pop(), len(conns) - 1
+    with anyio.fail_after(10):
+        await done.wait()
+    steps = [b - a for a, b in itertools.pairwise(seen)]
+    assert steps, "nothing else ran while 1,000 connections were served"
+    assert max(steps) <= KEEPALIVE_BATCH, f"{max(steps)} connections served in one loop step"
+    assert sorted(served) == list(range(kept)), "a connection served twice, never, or closed"
