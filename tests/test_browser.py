@@ -215,7 +215,8 @@ def test_web_restart_mid_import_loses_no_step(page: Page, stack: Stack) -> None:
     expect(row.locator("[data-role=percent]")).not_to_have_text("0%")
     stack.restart_web(page)
     expect(page.locator("#connection")).to_have_attribute("data-connection-state", "open")
-    expect(row).to_have_attribute("data-status", "succeeded")
+    # the import's ~6 s of work outlasts an assertion's default 5 s wait
+    expect(row).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
     expect(row.locator("[data-role=percent]")).to_have_text("100%")
     expect(page.locator(".toast").first).to_contain_text("Inventory import finished")
     states: list[str] = page.evaluate("window.taskcastDebug.states")
