@@ -123,6 +123,8 @@ class WebSocketEndpoint:
             max_frames=settings.outbound_max_frames,
             max_bytes=settings.outbound_max_bytes,
         )
+        if direct:
+            direct["watch"](session.changed)
         node.hub.add(session)
         session.push(
             encode(

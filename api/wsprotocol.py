@@ -6,9 +6,9 @@ extension `taskcast.send_nowait`, a `send_nowait(text) -> bool` that writes the 
 transport at once, framing the text once for every socket it goes to. It refuses (False)
 whenever the frame cannot be written now (the transport is paused or closing); the app then
 falls back to `send`, so flow control and ordering stay uvicorn's. For the hub's fan-out it
-also offers `direct()`, the transport's own `write` while a frame could go now, and `frame`,
-which frames a text once for all of them; any change that could make `direct()` answer
-otherwise is counted in `realtime.session.CHANGES`. Run it with
+also offers `direct()`, the transport's own `write` while a frame could go now, `frame`,
+which frames a text once for all of them, and `watch(callback)`: the callback is called on
+any change that could make `direct()` answer otherwise. Run it with
 `uvicorn --http api.wsprotocol:HttpProtocol --ws api.wsprotocol:WebSocketProtocol`; under any
 other server the app uses `send`.
 """
@@ -21,6 +21,7 @@ import math
 import random
 import struct
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -29,7 +30,7 @@ from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import State
 
-from realtime.session import CHANGES, Write
+from realtime.session import Write
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGISendEvent
@@ -206,7 +207,7 @@ def _keepalive(loop: asyncio.AbstractEventLoop) -> _Keepalive:
 
 
 class _Noted:
-    """A flag of uvicorn's protocol whose every assignment is counted in `CHANGES`: uvicorn
+    """A flag of uvicorn's protocol whose every assignment is told to the watcher: uvicorn
     sets `close_sent` and `disconnected` in many places, and `direct()` reads both."""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -216,9 +217,9 @@ class _Noted:
         value: bool = getattr(protocol, self.slot)
         return value
 
-    def __set__(self, protocol: object, value: bool) -> None:
+    def __set__(self, protocol: WebSocketProtocol, value: bool) -> None:
         setattr(protocol, self.slot, value)
-        CHANGES.note()
+        protocol.note()
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -261,35 +262,49 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 "send": self.send_nowait,
                 "direct": self.direct,
                 "frame": frame,
+                "watch": self.watch,
             }
 
-    # -- what `direct()` answers: every change of it is counted -------------------------------
+    # -- what `direct()` answers: every change of it is told to the watcher ------------------
 
     close_sent = _Noted()
     disconnected = _Noted()
+    watcher: Callable[[], object] | None = None
+
+    def watch(self, watcher: Callable[[], object]) -> None:
+        """Call `watcher()` whenever `direct()` may answer otherwise (until the connection
+        is lost)."""
+        self.watcher = watcher
+
+    def note(self) -> None:
+        watcher = self.watcher
+        if watcher is not None:
+            watcher()
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        CHANGES.note()
+        self.note()
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        CHANGES.note()
+        self.note()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.conn.state is not State.OPEN:  # a close came in (and was answered)
-            CHANGES.note()
+            self.note()
 
     def shutdown(self) -> None:
         super().shutdown()  # the server is stopping: a 1012 close, and the transport closed
-        CHANGES.note()
+        self.note()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # `disconnected`: the watcher is told
         # Our extension's bound method in our own scope makes protocol -> scope -> method ->
-        # protocol a cycle; without it a closed connection is freed at once by reference
-        # counting, not left (~26 objects) for the next full collection.
+        # protocol a cycle, as does the watcher (the session, whose `direct` is ours);
+        # without them a closed connection is freed at once by reference counting, not left
+        # (~26 objects) for the next full collection.
+        self.watcher = None
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope.get("extensions", {}).pop(EXTENSION, None)
@@ -378,7 +393,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def direct(self) -> Write | None:
         """The transport's `write` for frames made by `frame`, while one could go now and
-        uncompressed; None otherwise. It stays right until `CHANGES` next counts."""
+        uncompressed; None otherwise. It stays right until the watcher is next called."""
         if self.conn.extensions or not self._open_now():
             return None
         return self.transport.write

@@ -21,7 +21,7 @@ from . import metrics
 from .backend import CONTROL_CHANNEL, RESYNC, RedisBackend
 from .errors import Unavailable
 from .protocol import WS_1011_INTERNAL_ERROR, encode
-from .session import CHANGES, Framing, Session, Subscription, Write
+from .session import Framing, Session, Subscription, Write
 from .store import Message, Snapshot, Store
 
 logger = logging.getLogger("taskcast.hub")
@@ -50,49 +50,76 @@ class _Channel:
     filling: bool = False
     early: list[str] | None = None  # messages that came before the channel was ready
     reaper: asyncio.TimerHandle | None = None
-    # Sorted at `CHANGES.count == sorted_at`: the sessions written to directly, and the rest.
-    # A direct one has had every event since `direct_seq`; its `last` is brought up to date
-    # when the channel sorts again (nothing else reads a live subscription's `last`).
-    sorted_at: int = -1
-    writes: list[Write] | None = None
+    # The split, built at the channel's first event and then kept one session at a time:
+    # the sockets each event is written to directly (live, caught up, nothing queued, open
+    # and writable), the other sessions, and those to look at again before the next event.
+    # A direct session's `last` is brought up to date when it leaves `direct` (nothing else
+    # reads a live subscription's `last`).
+    direct: dict[Session, Write] | None = None  # None: not built yet
+    others: dict[Session, Subscription] | None = None
+    stale: dict[Session, None] | None = None
     framing: Framing | None = None
-    direct_subs: list[Subscription] | None = None
-    direct_seq: int = 0
-    others: list[tuple[Session, Subscription]] | None = None
 
-    def sort(self) -> None:
-        """Split the sessions: those events are written to directly (live, caught up,
-        nothing queued, the socket open and writable), and the others."""
-        self.unsort()
-        writes: list[Write] = []
-        subs: list[Subscription] = []
-        others: list[tuple[Session, Subscription]] = []
-        framing = None
-        for session, sub in self.sessions.items():
-            write = None
-            if not sub.replaying and sub.last <= self.last_seq:
-                write = session.direct()
-                if write is not None:
-                    framing = framing or session.framing
-                    if session.framing is not framing:  # framed otherwise: not with these
-                        write = None
-            if write is None:
-                others.append((session, sub))
-            else:
-                writes.append(write)
-                subs.append(sub)
-        self.sorted_at = CHANGES.count
-        self.writes, self.direct_subs, self.others = writes, subs, others
-        self.framing = framing
-        self.direct_seq = self.last_seq
+    def changed(self, session: Session) -> None:
+        """`session` may belong on the other side of the split now: look before the next event."""
+        if self.direct is not None:
+            if self.stale is None:
+                self.stale = {}
+            self.stale[session] = None
 
-    def unsort(self) -> None:
-        """Bring the direct subscriptions' `last` up to date and forget the split."""
-        for sub in self.direct_subs or ():
-            if sub.last < self.direct_seq:
-                sub.last = self.direct_seq
-        self.sorted_at = -1
-        self.writes = self.direct_subs = self.others = None
+    def split(self) -> tuple[dict[Session, Write], dict[Session, Subscription]]:
+        """The split as of now: built on first use, then only its stale sessions looked at."""
+        direct, others = self.direct, self.others
+        if direct is None or others is None:
+            direct, others = self.direct, self.others = {}, {}
+            self.stale = None
+            for session, sub in self.sessions.items():
+                self._place(session, sub, direct, others)
+        elif self.stale is not None:
+            stale, self.stale = self.stale, None
+            for session in stale:
+                self.lift(session)
+                current = self.sessions.get(session)
+                if current is not None:
+                    self._place(session, current, direct, others)
+        return direct, others
+
+    def lift(self, session: Session) -> None:
+        """Take `session` out of the split; if it was written to directly, it had every event."""
+        if self.direct is None or self.others is None:
+            return
+        if self.direct.pop(session, None) is not None:
+            sub = self.sessions.get(session)
+            if sub is not None and sub.last < self.last_seq:
+                sub.last = self.last_seq
+        else:
+            self.others.pop(session, None)
+        if self.stale is not None:
+            self.stale.pop(session, None)
+
+    def unsplit(self) -> None:
+        """Forget the split (every subscription's `last` is being reset): built again."""
+        self.direct = self.others = self.stale = None
+
+    def _place(
+        self,
+        session: Session,
+        sub: Subscription,
+        direct: dict[Session, Write],
+        others: dict[Session, Subscription],
+    ) -> None:
+        write = None
+        if not sub.replaying and sub.last <= self.last_seq:
+            write = session.direct()
+            if write is not None:
+                if not direct:
+                    self.framing = session.framing
+                elif session.framing is not self.framing:  # framed otherwise: not with these
+                    write = None
+        if write is None:
+            others[session] = sub
+        else:
+            direct[session] = write
 
 
 class Hub:
@@ -171,10 +198,10 @@ class Hub:
         session's queue, until the session has caught up with the live stream.
         """
         channel = await self._channel(name)
-        sub = Subscription()
+        sub = Subscription(watcher=channel)
         channel.sessions[session] = sub
         session.subs[name] = sub
-        channel.unsort()
+        channel.changed(session)
         try:
             snap = await self.store.read(name, since=since, limit=REPLAY_PAGE)
         except Exception:  # noqa: BLE001 - Redis away: the client is told, may retry
@@ -203,7 +230,7 @@ class Hub:
         if sub is None or channel is None:
             return
         self._send_history(session, sub, replay)
-        if not self._go_live(channel, sub):
+        if not self._go_live(channel, session, sub):
             sub.replay = asyncio.create_task(self._replay(session, name, sub))
 
     @staticmethod
@@ -217,14 +244,14 @@ class Hub:
                 session.push(message.frame, message.coalesce_key)
 
     @staticmethod
-    def _go_live(channel: _Channel, sub: Subscription) -> bool:
+    def _go_live(channel: _Channel, session: Session, sub: Subscription) -> bool:
         """Switch to live delivery once the session has everything the node has fanned out.
 
         No await separates the check from the switch, so no fanned-out seq falls between.
         """
         if sub.replaying and sub.last >= channel.last_seq:
             sub.replaying = False
-            channel.unsort()  # its fan-out may now write to it directly
+            channel.changed(session)  # its fan-out may now write to it directly
         return not sub.replaying
 
     async def _replay(self, session: Session, name: str, sub: Subscription) -> None:
@@ -242,7 +269,7 @@ class Hub:
                     # The stream restarted under us: the channel's own catch-up restarts it
                     # and tells every session, this one included.
                     sub.replaying = False
-                    channel.unsort()
+                    channel.changed(session)
                     self._schedule_fill(channel)
                     return
                 if snap.entries and snap.recoverable:
@@ -252,7 +279,7 @@ class Hub:
                     # say so, then go on from the oldest event history still holds.
                     base = max(sub.last, snap.first_kept - 1)
                     self._notify_restart(session, sub, channel, snap, min(base, channel.last_seq))
-                if self._go_live(channel, sub):
+                if self._go_live(channel, session, sub):
                     return
         except asyncio.CancelledError:
             raise
@@ -271,8 +298,8 @@ class Hub:
         channel = self.channels.get(name)
         if channel is None:
             return
+        channel.lift(session)  # never written to again, nor kept alive by the split
         sub = channel.sessions.pop(session, None)
-        channel.unsort()  # never written to again, nor kept alive by the split
         if sub is not None and sub.replay is not None:
             sub.replay.cancel()
         if not channel.sessions and channel.reaper is None:
@@ -411,28 +438,33 @@ class Hub:
             self._schedule_fill(channel)
 
     def _fanout(self, channel: _Channel, message: Message) -> None:
-        if channel.sorted_at != CHANGES.count:
-            channel.sort()
+        direct, others = channel.split()  # a write may mark a session stale, never move it
         seq = message.seq
         channel.last_seq = seq
         metrics.COUNTS.events_in += 1
         frame = message.frame
-        writes, others = channel.writes, channel.others  # even if the channel re-sorts meanwhile
-        if writes:
+        if direct:
             assert channel.framing is not None
             wire = channel.framing(frame)  # framed once for every socket
-            for write in writes:
+            failed = False
+            for write in direct.values():
                 try:
                     write(wire)
-                except Exception:  # noqa: BLE001 - a socket closed under us: sort again
-                    CHANGES.note()
-            channel.direct_seq = seq
-            metrics.COUNTS.frames_out += len(writes)
+                except Exception:  # noqa: BLE001 - a socket closed under us
+                    failed = True
+            if failed:
+                for session in direct:
+                    channel.changed(session)
+            metrics.COUNTS.frames_out += len(direct)
         key = message.coalesce_key
-        for session, sub in others or ():
-            if seq > sub.last and not sub.replaying:
+        for session, sub in others.items():
+            if sub.replaying:
+                continue
+            if seq > sub.last:
                 sub.last = seq
                 session.push(frame, key)
+            elif seq == sub.last:  # the stream caught up with what its history had sent
+                channel.changed(session)
         if message.emitted_ms:
             metrics.EVENT_AGE.observe(max(0.0, time.time() - message.emitted_ms / 1000))
 
@@ -478,7 +510,7 @@ class Hub:
         history still holds: events published since Redis came back are not skipped.
         """
         logger.warning("channel %s: stream restarted or history gap; resetting", channel.name)
-        channel.unsort()
+        channel.unsplit()
         base = max(0, snap.first_kept - 1)
         if snap.epoch == channel.epoch:
             base = max(base, channel.last_seq)

@@ -9,6 +9,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from . import metrics
 from .protocol import WS_4008_SLOW_CONSUMER
@@ -27,26 +28,16 @@ _ids = itertools.count(1)
 _NOTHING_QUEUED: deque[list[str | None]] = deque(maxlen=0)
 
 
-class Changes:
-    """Counts the changes in which sessions may take a frame straight to their socket.
+class Watcher(Protocol):
+    """The hub's side of one subscription, told when its session may have changed sides.
 
     The hub keeps, per channel, the sockets it writes each event to directly (a frame costs
-    a loop step and a system call, no check). Anything that may change whether a session
-    qualifies (its queue filling or draining, its socket pausing or closing) counts here,
-    and every channel sorts again before its next event; a subscriber joining, leaving or
-    catching up re-sorts just its channel.
+    a loop step and a system call, no check), and looks at a session again before the
+    channel's next event whenever its queue fills or drains or its socket pauses, resumes
+    or closes: only that session, only on its own channels.
     """
 
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def note(self) -> None:
-        self.count += 1
-
-
-CHANGES = Changes()
+    def changed(self, session: Session) -> None: ...
 
 
 @dataclass(slots=True)
@@ -56,6 +47,7 @@ class Subscription:
     last: int = 0
     replaying: bool = True  # history is still being sent: live fan-out skips this one
     replay: asyncio.Task[None] | None = None
+    watcher: Watcher | None = None  # the channel, told of the session's changes
 
 
 class Session:
@@ -127,7 +119,7 @@ class Session:
 
     def direct(self) -> Write | None:
         """The socket's write, if the hub may write this session's frames to it directly
-        (framed by `framing`) until `CHANGES` next counts: nothing is queued or closing."""
+        (framed by `framing`) until `changed()` is next called: nothing queued or closing."""
         if (
             self._direct is None
             or self.closed
@@ -138,10 +130,18 @@ class Session:
             return None
         return self._direct()
 
+    def changed(self) -> None:
+        """What `direct()` answers may have changed: each of this session's channels looks at
+        it again before its next event (the socket calls this too: pause, resume, close)."""
+        for sub in self.subs.values():
+            watcher = sub.watcher
+            if watcher is not None:
+                watcher.changed(self)
+
     async def stop(self) -> None:
         """Stop the writer (the connection is gone or closing)."""
         self.closed = True
-        CHANGES.note()
+        self.changed()
         if self._room is not None:
             self._room.set()
         writer = self._writer
@@ -164,7 +164,7 @@ class Session:
             metrics.COUNTS.frames_out += 1
             return
         if self._direct is not None and not self._queue:
-            CHANGES.note()  # about to queue: no longer to be written to directly
+            self.changed()  # about to queue: no longer to be written to directly
         if coalesce_key and self.crowded:
             old = self._coalesce.get(coalesce_key)
             if old is not None and old[0] is not None:
@@ -188,7 +188,7 @@ class Session:
         """Send what may still be sent, then close with `code`."""
         if self._close_code is None:
             self._close_code = (code, reason)
-            CHANGES.note()
+            self.changed()
             self._start_writer()
 
     def _start_writer(self) -> None:
@@ -267,6 +267,6 @@ class Session:
             if not self._queue:
                 self._queue = _NOTHING_QUEUED  # drained: give the deque back
                 if self._direct is not None:
-                    CHANGES.note()  # may be written to directly again
+                    self.changed()  # may be written to directly again
             if self.closed and self._room is not None:
                 self._room.set()

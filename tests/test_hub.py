@@ -19,7 +19,7 @@ from realtime.events import encode_event, make_event
 from realtime.hub import Hub
 from realtime.protocol import WS_4008_SLOW_CONSUMER, encode
 from realtime.publisher import Publisher
-from realtime.session import CHANGES, Session
+from realtime.session import Session
 from realtime.store import Store
 from realtime.tokens import Principal
 
@@ -82,7 +82,7 @@ class Client:
     def pause(self, paused: bool = True) -> None:
         """The socket's buffer fills (or drains), as a transport's pause_writing says."""
         self.paused = paused
-        CHANGES.note()
+        self.session.changed()
 
     async def _close(self, code: int, reason: str) -> None:
         self.closed_with = code
@@ -325,6 +325,51 @@ async def test_a_socket_written_to_directly_that_fills_up_misses_nothing(parts: 
     assert client.seqs("topic:system") == list(range(1, 12))
     assert witness.seqs("topic:system") == list(range(1, 13))
     assert witness.written_directly == 0
+
+
+async def test_one_socket_filling_up_moves_only_itself_on_each_of_its_channels(
+    parts: Parts,
+) -> None:
+    """A socket on two channels whose buffer fills gets neither channel's events directly
+    until it drains, while the other sockets on them still do; one joins and one leaves
+    meanwhile. Everyone gets every seq of their channels once, in order."""
+    hub, publisher, _, _ = parts
+    both = Client(hub, "both", direct=True)
+    a_only, b_only = Client(hub, "a", direct=True), Client(hub, "b", direct=True)
+    for client, channels in (
+        (both, ("system", "clients")),
+        (a_only, ("system",)),
+        (b_only, ("clients",)),
+    ):
+        for name in channels:
+            await client.subscribe(f"topic:{name}")
+        await client.wait(lambda c=client: bool(c.frames) and c.session.queued == 0)
+    await say(publisher, 3, "system")
+    await say(publisher, 3, "clients")
+    await both.wait(lambda: len(both.events()) == 6)
+    assert both.written_directly == 6
+    both.pause()
+    await say(publisher, 3, "system")
+    await say(publisher, 3, "clients")
+    await a_only.wait_seq("topic:system", 6)
+    await b_only.wait_seq("topic:clients", 6)
+    await both.wait(lambda: len(both.events()) == 12)
+    assert both.written_directly == 6  # queued on both channels, sent by the writer
+    assert a_only.written_directly == 6
+    assert b_only.written_directly == 6
+    late = Client(hub, "late", direct=True)
+    await late.subscribe("topic:system")
+    assert hub.unsubscribe(b_only.session, "topic:clients")
+    both.pause(False)
+    await say(publisher, 3, "system")
+    await say(publisher, 3, "clients")
+    await late.wait_seq("topic:system", 9)
+    await both.wait(lambda: len(both.events()) == 18)
+    assert both.written_directly == 12
+    assert both.seqs("topic:system") == both.seqs("topic:clients") == list(range(1, 10))
+    assert a_only.seqs("topic:system") == list(range(1, 10))
+    assert b_only.seqs("topic:clients") == list(range(1, 7))
+    assert late.seqs("topic:system") == [7, 8, 9]
 
 
 async def test_idle_channel_is_released_and_rejoining_still_delivers(parts: Parts) -> None:
