@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,18 +71,29 @@ class _Channel:
     def split(self) -> tuple[dict[Session, Write], dict[Session, Subscription]]:
         """The split as of now: built on first use, then only its stale sessions looked at."""
         direct, others = self.direct, self.others
-        if direct is None or others is None:
+        if direct is None or others is None:  # not built: every session is to be placed
             direct, others = self.direct, self.others = {}, {}
-            self.stale = None
-            for session, sub in self.sessions.items():
-                self._place(session, sub, direct, others)
-        elif self.stale is not None:
-            stale, self.stale = self.stale, None
-            for session in stale:
-                self.lift(session)
-                current = self.sessions.get(session)
-                if current is not None:
-                    self._place(session, current, direct, others)
+            stale: Iterable[Session] = self.sessions
+        else:
+            stale = self.stale or ()
+        self.stale = None
+        for session in stale:
+            self.lift(session)
+            sub = self.sessions.get(session)
+            if sub is None:
+                continue
+            write = None
+            if not sub.replaying and sub.last <= self.last_seq:
+                write = session.direct()
+                if write is not None:
+                    if not direct:
+                        self.framing = session.framing
+                    elif session.framing is not self.framing:  # framed otherwise: not here
+                        write = None
+            if write is None:
+                others[session] = sub
+            else:
+                direct[session] = write
         return direct, others
 
     def lift(self, session: Session) -> None:
@@ -100,26 +112,6 @@ class _Channel:
     def unsplit(self) -> None:
         """Forget the split (every subscription's `last` is being reset): built again."""
         self.direct = self.others = self.stale = None
-
-    def _place(
-        self,
-        session: Session,
-        sub: Subscription,
-        direct: dict[Session, Write],
-        others: dict[Session, Subscription],
-    ) -> None:
-        write = None
-        if not sub.replaying and sub.last <= self.last_seq:
-            write = session.direct()
-            if write is not None:
-                if not direct:
-                    self.framing = session.framing
-                elif session.framing is not self.framing:  # framed otherwise: not with these
-                    write = None
-        if write is None:
-            others[session] = sub
-        else:
-            direct[session] = write
 
 
 class Hub:
