@@ -14,6 +14,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
@@ -36,6 +37,9 @@ PING_INTERVAL = 5.0
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 1.0
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
+# Takes one channel's messages, in order: those read together from Redis, back to back.
+Consumer = Callable[[str, list[str]], None]
+
 
 class RedisBackend(BroadcastBackend):
     """Redis pub/sub for `Broadcast`: supervised listener, bounded buffer, pipelined publish.
@@ -49,7 +53,7 @@ class RedisBackend(BroadcastBackend):
         self._queue_bound = queue_bound
         self._events: deque[Event] = deque()  # one consumer: Broadcast's listener or the hub
         self._waiter: asyncio.Future[None] | None = None
-        self._consumer: Callable[[Event], None] | None = None
+        self._consumer: Consumer | None = None
         self._channels: set[str] = set()
         self._unsubscribing: list[str] = []  # sent at the end of this loop iteration
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
@@ -162,20 +166,27 @@ class RedisBackend(BroadcastBackend):
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
 
-    def consume(self, consumer: Callable[[Event], None] | None) -> None:
-        """Hand every message to `consumer` where it is read, instead of buffering it for
-        `next_published`: the hub, the one reader on a node, saves a task switch per event.
-        `None` goes back to buffering."""
+    def consume(self, consumer: Consumer | None) -> None:
+        """Hand messages to `consumer(channel, messages)` where they are read, instead of
+        buffering them for `next_published`: the hub, the one reader on a node, saves a task
+        switch per event, and gets a channel's messages read together in one call, so it can
+        write them to a socket together. `None` goes back to buffering."""
         self._consumer = consumer
 
-    def _deliver(self, event: Event) -> None:
+    def _deliver(self, channel: str, messages: list[str]) -> None:
         consumer = self._consumer
+        if channel == HEARTBEAT_CHANNEL:
+            return
         if consumer is not None:
             try:
-                consumer(event)
+                consumer(channel, messages)
             except Exception as exc:  # noqa: BLE001 - the read callback must go on
                 logger.warning("pub/sub consumer failed: %s", type(exc).__name__)
             return
+        for message in messages:
+            self._buffer(Event(channel, message))
+
+    def _buffer(self, event: Event) -> None:
         if len(self._events) >= self._queue_bound:
             # Dropping is safe only because the hub refills from history on `resync`.
             if not self._gap:
@@ -206,7 +217,7 @@ class RedisBackend(BroadcastBackend):
                     )
                 # Fresh subscriptions and a resync either way: a listener that just connected
                 # cannot know what it missed.
-                self._deliver(Event(CONTROL_CHANNEL, RESYNC))
+                self._deliver(CONTROL_CHANNEL, [RESYNC])
                 first = False
                 delay = BACKOFF_FIRST
                 await self._listen(pubsub)
@@ -232,7 +243,7 @@ class RedisBackend(BroadcastBackend):
     async def _listen(self, pubsub: Connection) -> None:
         """Messages are taken as they are read (`_take`); this waits for the link to end."""
         watchdog = asyncio.create_task(self._watchdog(pubsub))
-        pubsub.listen(lambda replies: self._take(pubsub, replies))
+        pubsub.listen(partial(self._take, pubsub))
         try:
             await pubsub.wait_closed()
             raise ConnectionError("the pub/sub connection ended")
@@ -240,22 +251,32 @@ class RedisBackend(BroadcastBackend):
             watchdog.cancel()
 
     def _take(self, pubsub: Connection, replies: list[Any]) -> None:
-        deliver = self._deliver
+        """One read's replies: each run of messages on one channel goes over in one call."""
+        channel = ""
+        run: list[str] = []  # messages read back to back on `channel`
         for message in replies:
             if isinstance(message, hiredis.ReplyError):
                 logger.warning("Redis error on the pub/sub connection: %s", message)
                 pubsub.abort()  # reconnect, resubscribe, resync
                 return
-            kind = message[0]
-            if kind == "message":
-                if message[1] != HEARTBEAT_CHANNEL:
-                    deliver(Event(message[1], message[2]))
-            elif kind == "subscribe":
+            if message[0] == "message":
+                if message[1] != channel:
+                    if run:
+                        self._deliver(channel, run)
+                    channel, run = message[1], []
+                run.append(message[2])
+                continue
+            if run:
+                self._deliver(channel, run)
+                channel, run = "", []
+            if message[0] == "subscribe":
                 for future in self._confirm.pop(message[1], []):
                     if not future.done():
                         future.set_result(None)
-            elif kind == "pong":
+            elif message[0] == "pong":
                 self._last_pong = asyncio.get_running_loop().time()
+        if run:
+            self._deliver(channel, run)
 
     async def _watchdog(self, pubsub: Connection) -> None:
         """Ping on the pub/sub connection; a silent link (no RST) is treated as lost."""

@@ -60,6 +60,7 @@ class _Channel:
     others: dict[Session, Subscription] | None = None
     stale: dict[Session, None] | None = None
     framing: Framing | None = None
+    held: list[bytes] = field(default_factory=list)  # framed for `direct`, not yet written
 
     def changed(self, session: Session) -> None:
         """`session` may belong on the other side of the split now: look before the next event."""
@@ -109,8 +110,27 @@ class _Channel:
         if self.stale is not None:
             self.stale.pop(session, None)
 
+    def flush(self) -> None:
+        """Write the held frames to each direct socket, in one system call per socket."""
+        held = self.held
+        if not held or not self.direct:
+            held.clear()
+            return
+        wire = held[0] if len(held) == 1 else b"".join(held)
+        held.clear()
+        failed = False
+        for write in self.direct.values():
+            try:
+                write(wire)
+            except Exception:  # noqa: BLE001 - a socket closed under us
+                failed = True
+        if failed:
+            for session in self.direct:
+                self.changed(session)
+
     def unsplit(self) -> None:
         """Forget the split (every subscription's `last` is being reset): built again."""
+        self.flush()
         self.direct = self.others = self.stale = None
 
 
@@ -372,8 +392,8 @@ class Hub:
         channel.last_seq, channel.epoch = snap.seq, snap.epoch
         channel.ready.set_result(None)
         early, channel.early = channel.early, None
-        for raw in early or ():
-            self._relay(channel, raw)
+        if early:
+            self._relay(channel, early)
 
     async def _take_in(self) -> None:
         """The node's one reader of a stock backend: each message in arrival order."""
@@ -388,65 +408,65 @@ class Hub:
                 await asyncio.sleep(INTAKE_BACKOFF)
                 self._resync()
                 continue
-            self._take(event)
+            try:
+                self._take(event.channel, [event.message])
+            except Exception as exc:  # noqa: BLE001 - as our backend does: the next one goes on
+                logger.warning("relay failed: %s", type(exc).__name__)
 
-    def _take(self, event: Event) -> None:
-        """One message to its channel at once (or, on the control channel, a resync)."""
-        channel = self.channels.get(event.channel)
+    def _take(self, name: str, raws: list[str]) -> None:
+        """Messages of one channel to it at once (or, on the control channel, a resync)."""
+        channel = self.channels.get(name)
         if channel is None:
-            if event.channel == CONTROL_CHANNEL and event.message == RESYNC:
+            if name == CONTROL_CHANNEL and RESYNC in raws:
                 self._resync()
         elif not channel.ready.done():
             if channel.early is None:
                 channel.early = []
-            channel.early.append(event.message)
+            channel.early.extend(raws)
         elif channel.failed is None:
-            self._relay(channel, event.message)
+            self._relay(channel, raws)
 
-    def _relay(self, channel: _Channel, raw: str) -> None:
+    def _relay(self, channel: _Channel, raws: list[str]) -> None:
+        """Fan out each next seq; hold a later one and catch up from history. The frames of
+        messages read together go to each direct socket in one write."""
         try:
-            self._on_message(channel, raw)
-        except Exception:  # noqa: BLE001 - not ours (someone else PUBLISHed here)
-            logger.warning("channel %s: unreadable message ignored", channel.name)
+            for raw in raws:
+                try:
+                    message = Message.parse(raw)
+                except ValueError:  # not ours: someone else PUBLISHed here
+                    logger.warning("channel %s: unreadable message ignored", channel.name)
+                    continue
+                if message.epoch != channel.epoch:
+                    self._schedule_fill(channel)
+                elif message.seq == channel.last_seq + 1 and not channel.filling:
+                    self._fanout(channel, message)
+                    if channel.pending:
+                        self._drain(channel)
+                elif message.seq > channel.last_seq:
+                    channel.pending[message.seq] = message
+                    self._schedule_fill(channel)
+        finally:
+            channel.flush()
 
     def _resync(self) -> None:
         """Catch every channel up from history (the backend reconnected or dropped messages)."""
         for channel in list(self.channels.values()):
             self._schedule_fill(channel)
 
-    def _on_message(self, channel: _Channel, raw: str) -> None:
-        message = Message.parse(raw)
-        if message.epoch != channel.epoch:
-            self._schedule_fill(channel)
-            return
-        if message.seq <= channel.last_seq:
-            return
-        if message.seq == channel.last_seq + 1 and not channel.filling:
-            self._fanout(channel, message)
-            if channel.pending:
-                self._drain(channel)
-        else:
-            channel.pending[message.seq] = message
-            self._schedule_fill(channel)
-
     def _fanout(self, channel: _Channel, message: Message) -> None:
-        direct, others = channel.split()  # a write may mark a session stale, never move it
+        """Send one event to every live session of `channel`; the direct sockets' frames are
+        held until `channel.flush()`, which the caller runs before it returns to the loop."""
+        direct, others = channel.direct, channel.others
+        if direct is None or others is None or channel.stale:
+            channel.flush()  # what is held goes to the sockets it was meant for
+            direct, others = channel.split()  # a push may mark a session stale, never move it
         seq = message.seq
         channel.last_seq = seq
         metrics.COUNTS.events_in += 1
         frame = message.frame
         if direct:
             assert channel.framing is not None
-            wire = channel.framing(frame)  # framed once for every socket
-            failed = False
-            for write in direct.values():
-                try:
-                    write(wire)
-                except Exception:  # noqa: BLE001 - a socket closed under us
-                    failed = True
-            if failed:
-                for session in direct:
-                    channel.changed(session)
+            channel.held.append(channel.framing(frame))  # framed once for every socket
             metrics.COUNTS.frames_out += len(direct)
         key = message.coalesce_key
         for session, sub in others.items():
@@ -488,11 +508,13 @@ class Hub:
                     if message.seq == channel.last_seq + 1:
                         self._fanout(channel, message)
                 self._drain(channel)
+                channel.flush()
                 if not channel.pending:
                     return
         except Exception as exc:  # noqa: BLE001 - retried on the next message or resync
             logger.warning("catch-up of %s failed: %s", channel.name, type(exc).__name__)
         finally:
+            channel.flush()
             channel.filling = False
 
     def _restart(self, channel: _Channel, snap: Snapshot) -> None:

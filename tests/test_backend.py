@@ -229,32 +229,43 @@ async def test_a_silent_link_is_dropped_by_the_watchdog_and_recovered(
 
 
 async def test_a_consumer_gets_each_message_where_it_is_read_in_order(redis_url: str) -> None:
-    """With a consumer (the hub) messages skip the buffer and arrive in publish order; without
-    one, `next_published` reads them again."""
+    """With a consumer (the hub) messages skip the buffer and arrive in publish order, a
+    channel's messages read together in one call; without one, `next_published` reads them
+    again."""
     backend = RedisBackend(redis_url)
     await backend.connect()
-    taken: list[Event] = []
+    taken: list[tuple[str, list[str]]] = []
     got_all = asyncio.Event()
 
-    def take(event: Event) -> None:
-        taken.append(event)
-        if sum(e.channel == "user:alice" for e in taken) == 100:
+    def take(channel: str, messages: list[str]) -> None:
+        taken.append((channel, messages))
+        if sum(len(m) for c, m in taken if c != CONTROL_CHANNEL) == 110:
             got_all.set()
 
     backend.consume(take)
     other = Redis.from_url(redis_url)
     try:
         await backend.subscribe("user:alice")
+        await backend.subscribe("user:bob")
         async with other.pipeline(transaction=False) as pipe:
             for i in range(100):
                 pipe.publish("user:alice", str(i))
+                if i % 10 == 9:
+                    pipe.publish("user:bob", str(i))
             await pipe.execute()
         with anyio.fail_after(5):
             await got_all.wait()
-        assert [e.message for e in taken if e.channel == "user:alice"] == [
-            str(i) for i in range(100)
-        ]
-        assert taken[0] == Event(CONTROL_CHANNEL, RESYNC)  # the first connect, handed over too
+        published = []
+        for i in range(100):
+            published.append(("user:alice", str(i)))
+            if i % 10 == 9:
+                published.append(("user:bob", str(i)))
+        assert [(c, m) for c, run in taken[1:] for m in run] == published
+        # Sent in one pipeline they are read in a few bursts, each channel's run in one call;
+        # a run never reaches over another channel's message.
+        assert len(taken) < len(published)
+        assert all(len(run) == 1 for c, run in taken if c == "user:bob")
+        assert taken[0] == (CONTROL_CHANNEL, [RESYNC])  # the first connect, handed over too
         backend.consume(None)
         await other.publish("user:alice", "buffered")
         with anyio.fail_after(5):

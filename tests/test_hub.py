@@ -30,7 +30,8 @@ Parts = tuple[Hub, Publisher, Store, RedisBackend]
 
 
 def framing(text: str) -> bytes:
-    return text.encode()
+    """A frame on the test socket: a line (the hub may write several frames at once)."""
+    return text.encode() + b"\n"
 
 
 @pytest.fixture(params=["direct", "queued"])
@@ -52,6 +53,7 @@ class Client:
     def __init__(self, hub: Hub, user: str = "alice", direct: bool | None = None) -> None:
         self.frames: list[Frame] = []
         self.written_directly = 0
+        self.writes = 0  # calls of the socket's write: one per event, or per burst of them
         self.closed_with: int | None = None
         self.paused = False
         self._changed = asyncio.Event()
@@ -75,8 +77,10 @@ class Client:
         return None if self.paused else self._write
 
     def _write(self, data: bytes) -> None:
-        self.frames.append(json.loads(data))
-        self.written_directly += 1
+        lines = data.splitlines()
+        self.frames.extend(json.loads(line) for line in lines)
+        self.written_directly += len(lines)  # frames that took the direct path
+        self.writes += 1
         self._changed.set()
 
     def pause(self, paused: bool = True) -> None:
@@ -325,6 +329,39 @@ async def test_a_socket_written_to_directly_that_fills_up_misses_nothing(parts: 
     assert client.seqs("topic:system") == list(range(1, 12))
     assert witness.seqs("topic:system") == list(range(1, 13))
     assert witness.written_directly == 0
+
+
+async def test_events_read_together_reach_a_direct_socket_in_one_write(parts: Parts) -> None:
+    """A channel's events read from Redis together go to a direct socket in one write, in
+    order. A socket whose history ran ahead of them moves to the direct path in the middle
+    of such a burst: it gets each seq once, and none of what was meant for the others."""
+    hub, _, store, backend = parts
+
+    async def stored(first: int, count: int) -> list[tuple[str, str]]:
+        batch = [
+            (make_event("system.message", {"message": str(i)}), "system")
+            for i in range(first, first + count)
+        ]
+        results = await store.append_many([(e, encode_event(e), t) for e, t in batch])
+        return [m for result in results for m in result.messages]
+
+    ahead = Client(hub, "ahead", direct=True)
+    live = Client(hub, "live", direct=True)
+    await live.subscribe("topic:system")
+    messages = await stored(1, 5)  # in history, not yet published
+    await ahead.subscribe("topic:system", since=0)
+    await ahead.wait(lambda: ahead.seqs("topic:system") == [1, 2, 3, 4, 5])
+    await ahead.wait(lambda: ahead.session.queued == 0)
+    messages += await stored(6, 25)
+    # Concurrent publishes leave in one pipeline, so the hub reads them in one or a few reads.
+    await asyncio.gather(*(backend.publish(channel, raw) for channel, raw in messages))
+    await live.wait_seq("topic:system", 30)
+    await ahead.wait_seq("topic:system", 30)
+    assert live.seqs("topic:system") == list(range(1, 31))
+    assert live.written_directly == 30
+    assert live.writes < 30
+    assert ahead.seqs("topic:system") == list(range(1, 31))
+    assert ahead.written_directly == 25  # direct from the first seq its history had not sent
 
 
 async def test_one_socket_filling_up_moves_only_itself_on_each_of_its_channels(
