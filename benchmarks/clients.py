@@ -5,9 +5,12 @@ whether to offer permessage-deflate, and groups of connections (`key` "topic" = 
 channel, "each" = channel `<prefix><i>` per connection). It prints `{"ready": …}` once every
 connection is subscribed, then obeys `report <expected> <timeout> [raw]` (wait for the
 measured connections to receive `expected` events in all, print a JSON result, reset the
-counters) and `quit`. taskcast speaks the /ws contract; the anchor raw Engine.IO v4 /
-Socket.IO v5 frames (far cheaper than python-socketio's AsyncClient, so the client is not
-the bottleneck).
+counters) and `quit`. With `churn` (`{"rate": r, "stay": s, "key": k}`) it also opens r
+connections a second from then on, each subscribing to channel k (default: the shared one;
+"topic:<name>" another), reading for s seconds and closing; `visits` prints what they saw
+so far, `report` stops them and adds what they saw. taskcast speaks the /ws contract; the
+anchor raw Engine.IO v4 / Socket.IO v5 frames (far cheaper than python-socketio's
+AsyncClient, so the client is not the bottleneck).
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ class Load:
         self.retries = 0
         self.errors: list[str] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.churn: asyncio.Task[None] | None = None
+        self.visits: set[asyncio.Task[None]] = set()
+        self.visited = self.visit_failed = self.visit_frames = 0
 
     async def open_all(self) -> None:
         gate = asyncio.Semaphore(HANDSHAKES)
@@ -131,6 +137,8 @@ class Load:
                 ping_interval=None, max_size=2**20, open_timeout=60,
             )  # fmt: skip
             channel = "topic:notifications" if conn.key == "topic" else f"user:{conn.key}"
+            if conn.key.startswith("topic:"):
+                channel = conn.key
             subscribe = orjson.dumps({"op": "subscribe", "channel": channel}).decode()
             await ws.send(subscribe)
             tries = 0
@@ -158,6 +166,54 @@ class Load:
         while not str(await ws.recv()).startswith("40"):
             pass
         return ws
+
+    async def churn_on(self, rate: float, stay: float, key: str) -> None:
+        """Open `rate` connections a second to channel `key`, each gone after `stay` s."""
+        start, i = time.monotonic(), 0
+        while True:
+            i += 1
+            task = asyncio.create_task(self._visit(f"churn{i}", stay, key))
+            self.visits.add(task)
+            task.add_done_callback(self.visits.discard)
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+
+    async def _visit(self, user: str, stay: float, key: str) -> None:
+        """One short visit: connect, subscribe, count the events that arrive, leave."""
+        try:
+            ws = await asyncio.wait_for(self._handshake(Conn(key, False), user), 30)
+        except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
+            self.visit_failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(f"visit: {type(exc).__name__}: {exc}")
+            return
+        event = '{"type":"event"' if self.system != "anchor" else "42"
+        try:
+            async with asyncio.timeout(stay):
+                async for raw in ws:
+                    self.visit_frames += str(raw).startswith(event)
+        except TimeoutError:
+            pass
+        except ConnectionClosed:
+            self.visit_failed += 1
+            return
+        await ws.close()
+        self.visited += 1
+
+    def visits_so_far(self) -> dict[str, Any]:
+        """What the visits saw since the last call; counting goes on."""
+        out = {"visits": self.visited, "visits_failed": self.visit_failed}
+        out["visit_frames"] = self.visit_frames
+        self.visited = self.visit_failed = self.visit_frames = 0
+        return out
+
+    async def churn_off(self) -> dict[str, Any]:
+        """Stop opening connections, let the visits under way end, and say what they saw."""
+        if self.churn is not None:
+            self.churn.cancel()
+            self.churn = None
+        if self.visits:
+            await asyncio.wait(list(self.visits), timeout=60)
+        return self.visits_so_far()
 
     def _event(self, conn: Conn, data: dict[str, Any], now: float) -> None:
         if not self.first:
@@ -258,6 +314,9 @@ class Load:
         }
         if raw:
             result["latencies_ms"] = [round(1000 * x, 4) for x in self.latencies]
+        if "churn" in self.conf:
+            result.update(await self.churn_off())
+            result["errors"] = self.errors
         for conn in self.conns:
             conn.received = conn.dups = conn.gaps = 0
         self.latencies, self.first, self.last = [], 0.0, 0.0
@@ -279,10 +338,16 @@ async def main() -> None:
     ready = {"ready": len(load.sockets), "failed": load.failed, "retries": load.retries}
     print(json.dumps({**ready, "errors": load.errors}))
     sys.stdout.flush()
+    if "churn" in load.conf:
+        churn = load.conf["churn"]
+        rate, stay, key = float(churn["rate"]), float(churn["stay"]), churn.get("key", "topic")
+        load.churn = asyncio.create_task(load.churn_on(rate, stay, key))
     while True:
         line = (await reader.readline()).decode().split()
         if not line or line[0] == "quit":
             break
+        if line[0] == "visits":
+            print(json.dumps(load.visits_so_far()), flush=True)
         if line[0] == "report":
             result = await load.report(int(line[1]), float(line[2]), raw="raw" in line[3:])
             print(json.dumps(result), flush=True)

@@ -76,6 +76,11 @@ class Clients:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
+    def visits(self) -> dict[str, Any]:
+        """With churn: the visits completed since the last call."""
+        self._send("visits")
+        return dict(json.loads(_readline(self.proc, 30, "the visits so far")))
+
     def report(self, expected: int, timeout: float = 120, raw: bool = False) -> dict[str, Any]:
         self._send(f"report {expected} {timeout}{' raw' if raw else ''}")
         return dict(json.loads(_readline(self.proc, timeout + 30, "the clients' report")))
@@ -322,6 +327,53 @@ def fanout(ctx: Context, system: str, n: int, deflate: bool) -> dict[str, Any]:
     }
 
 
+def churn(ctx: Context, system: str, elsewhere: bool = False) -> dict[str, Any]:
+    """Fan-out x100 while other connections come and go (50 a second, each for half a second)
+    on the same channel, or on another one (what the connections cost, without their effect
+    on the fan-out): server CPU per frame delivered, latency and loss of the steady clients;
+    first, with no events, the server's CPU per visit (connect, subscribe, leave)."""
+    n = ctx.size(100, 50)
+    rate = ctx.size(20_000, 10_000) / n
+    duration = ctx.size(10, 3)
+    key = "topic:system" if elsewhere else "topic"
+    visits = {"rate": ctx.size(50, 20), "stay": 0.5, "key": key}
+    with serving(ctx, system) as server:
+        steady = Clients(ctx, system, server.ws_url, [{"n": n, "key": "topic", "sample": 1}])
+        try:
+            coming = Clients(ctx, system, server.ws_url, [], churn=visits)
+        except BaseException:
+            steady.close()
+            raise
+        try:
+            # First the visits alone, no events: what a connection costs the server.
+            meter = Meter(server, ctx.redis)
+            coming.visits()
+            time.sleep(duration / 2)
+            alone = coming.visits()
+            visit_cpu = meter.stop()["server"]
+            em = Emitters(ctx, system, mode="paced", rate=rate, duration=duration,
+                          targets=["topic"])  # fmt: skip
+            meter.start()
+            sent = em.go()
+            emitted = sum(r["emitted"] for r in sent)
+            report = steady.report(emitted * n)
+            used = meter.stop()
+            came = coming.report(0)
+        finally:
+            steady.close()
+            coming.close()
+    frames = report["received"] + came["visit_frames"]
+    return {
+        "server_cpu_us_per_frame": 1e6 * used["server"] / max(1, frames),
+        "visits_per_s": came["visits"] / used["wall"],
+        "visits_failed": came["visits_failed"] + alone["visits_failed"],
+        "visit_cpu_ms": 1000 * visit_cpu / max(1, alone["visits"]),
+        "lost": report["lost"],
+        "p99_ms": report["p99_ms"],
+        **({"visit_errors": came["errors"]} if came["errors"] else {}),
+    }
+
+
 def spread(ctx: Context, system: str) -> dict[str, Any]:
     """n clients on n channels at 2k events/s in all: latency, loss, CPU per event."""
     n = ctx.size(1000, 200)
@@ -479,6 +531,8 @@ SCENARIOS: dict[str, Scenario] = {
     "fanout_100_deflate": lambda ctx, s: fanout(ctx, s, ctx.size(100, 50), True),
     "fanout_1000": lambda ctx, s: fanout(ctx, s, ctx.size(1000, 200), False),
     "fanout_1000_deflate": lambda ctx, s: fanout(ctx, s, ctx.size(1000, 200), True),
+    "churn": churn,
+    "churn_elsewhere": lambda ctx, s: churn(ctx, s, elsewhere=True),
     "spread": spread,
     "idle_isolation": idle_isolation,
     "idle_isolation_no_keepalive": lambda ctx, s: idle_isolation(ctx, s, keepalive=False),
