@@ -128,33 +128,23 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
         "lower",
         None,
     ),
-    ("churn", "server_cpu_us_per_frame", "churn x100: server CPU µs/frame", "lower", None),
-    ("churn", "p99_ms", "churn x100: p99 ms", "lower", None),
-    ("churn", "lost", "churn x100: frames lost", "lower", "== 0"),
+    *[
+        (scenario, key, f"{name}: {label}", "lower", target)
+        for scenario, name in (("churn", "churn x100"), ("churn_elsewhere", "churn elsewhere"))
+        for key, label, target in (
+            ("server_cpu_us_per_frame", "server CPU µs/frame", None),
+            ("p99_ms", "p99 ms", None),
+            ("lost", "frames lost", "== 0"),
+            ("visits_failed", "visits failed", "== 0"),
+        )
+    ],
     ("churn", "visits_per_s", "churn x100: visits/s completed", "higher", None),
-    ("churn", "visits_failed", "churn x100: visits failed", "lower", "== 0"),
     (
         "churn",
         "visit_cpu_ms",
         "churn: server CPU ms per visit (connect, subscribe, leave)",
         "lower",
         None,
-    ),
-    (
-        "churn_elsewhere",
-        "server_cpu_us_per_frame",
-        "churn on another channel: server CPU µs/frame",
-        "lower",
-        None,
-    ),
-    ("churn_elsewhere", "p99_ms", "churn on another channel: p99 ms", "lower", None),
-    ("churn_elsewhere", "lost", "churn on another channel: frames lost", "lower", "== 0"),
-    (
-        "churn_elsewhere",
-        "visits_failed",
-        "churn on another channel: visits failed",
-        "lower",
-        "== 0",
     ),
     ("spread", "p50_ms", "spread: p50 ms", "lower", None),
     ("spread", "p99_ms", "spread: p99 ms", "lower", None),
