@@ -40,7 +40,9 @@ _TEXT = 0x81  # FIN + text opcode; frames from a server are never masked (RFC 64
 _PING = bytes((0x89, 4))  # FIN + ping opcode, a 4-byte payload
 _jitter = random.Random()
 KEEPALIVE_TICK = 0.05  # seconds: keep-alive work due within one tick shares one wake-up
-KEEPALIVE_BATCH = 8  # connections served per loop step: events are read between batches
+KEEPALIVE_BATCH = 8  # connections served per step at least: events are read between steps
+KEEPALIVE_GAP = 0.001  # seconds between steps: the node sleeps, a client on its core runs
+KEEPALIVE_STEPS = 20  # a tick's connections are served in at most this many steps
 
 logger = logging.getLogger("taskcast.ws")
 
@@ -141,16 +143,20 @@ class _Keepalive:
     and uvicorn's 20 s interval, ~500 wake-ups a second, each dearer than the ping it sends,
     and as many for the pongs that come back one by one. Pings due within one tick
     (`KEEPALIVE_TICK`) go out together, at most a tick late, and their pongs come back together.
-    A tick's connections are served `KEEPALIVE_BATCH` per loop step, so events read between
-    the batches: a stall no longer grows with the connections on the node.
+    A tick's connections are served a batch at a time, `KEEPALIVE_GAP` apart: events are read
+    between the batches, so a stall no longer grows with the connections on the node, and the
+    node sleeps between them, so a process woken on its core (a client it just wrote to)
+    runs then instead of waiting for the whole tick. The batch grows with the connections
+    due, so a tick's work ends within the tick.
     """
 
-    __slots__ = ("_draining", "_due", "_firing")
+    __slots__ = ("_batch", "_draining", "_due", "_firing")
 
     def __init__(self) -> None:
         self._due: dict[int, dict[WebSocketProtocol, None]] = {}  # tick -> its connections
         self._firing: dict[WebSocketProtocol, None] = {}  # due now, served a batch a step
-        self._draining: asyncio.Handle | None = None
+        self._draining: asyncio.TimerHandle | None = None
+        self._batch = KEEPALIVE_BATCH
 
     def add(self, protocol: WebSocketProtocol, when: float) -> int:
         """Call `protocol.keepalive_due()` at loop time `when`, or up to a tick later."""
@@ -172,13 +178,14 @@ class _Keepalive:
         due = self._due.pop(tick, None)
         if due:
             self._firing.update(due)
+            self._batch = max(KEEPALIVE_BATCH, math.ceil(len(self._firing) / KEEPALIVE_STEPS))
             if self._draining is None:
                 self._drain()
 
     def _drain(self) -> None:
-        """Serve a batch of the connections due; the rest after the loop's next step."""
+        """Serve a batch of the connections due; the rest `KEEPALIVE_GAP` later."""
         firing = self._firing
-        for _ in range(KEEPALIVE_BATCH):
+        for _ in range(self._batch):
             if not firing:
                 break
             protocol = next(iter(firing))
@@ -188,7 +195,7 @@ class _Keepalive:
             except Exception:  # the other connections of this tick go on
                 logger.exception("keep-alive of a connection failed")
         if firing:
-            self._draining = asyncio.get_running_loop().call_soon(self._drain)
+            self._draining = asyncio.get_running_loop().call_later(KEEPALIVE_GAP, self._drain)
         else:
             self._draining = None
 

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import json
+import math
 import weakref
 from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import AbstractAsyncContextManager
@@ -20,6 +21,8 @@ from websockets.streams import StreamReader
 from api.wsprotocol import (
     EXTENSION,
     KEEPALIVE_BATCH,
+    KEEPALIVE_GAP,
+    KEEPALIVE_STEPS,
     KEEPALIVE_TICK,
     HttpProtocol,
     _Flag,
@@ -435,11 +438,13 @@ async def test_keepalive_work_due_in_one_tick_shares_one_timer() -> None:
 
 @pytest.mark.timeout(30)
 async def test_keepalive_of_a_crowded_tick_lets_the_loop_run_between_batches() -> None:
-    """1,000 connections due in one tick are served a batch per loop step: whatever else the
-    loop has to do (an event read from Redis) waits for one batch, not for all of them.
-    A connection closed while its tick is being served is not served."""
+    """1,000 connections due in one tick are served in batches, `KEEPALIVE_GAP` apart: whatever
+    else the loop has to do (an event read from Redis) waits for one batch, not for all of
+    them, and the node sleeps between batches. The tick still ends within its steps. A
+    connection closed while its tick is being served is not served."""
     loop = asyncio.get_running_loop()
     served: list[int] = []
+    at: list[float] = []  # loop time of each connection served
     seen: list[int] = []  # how many were served each time another callback got the loop
     done = asyncio.Event()
 
@@ -449,6 +454,7 @@ async def test_keepalive_of_a_crowded_tick_lets_the_loop_run_between_batches() -
 
         def keepalive_due(self) -> None:
             served.append(self.n)
+            at.append(loop.time())
             if self.n == 0:  # as the tick starts, something else arrives, and one closes
                 loop.call_soon(other)
                 wheel.discard(conns[-1], tick)  # type: ignore[arg-type]
@@ -468,7 +474,11 @@ async def test_keepalive_of_a_crowded_tick_lets_the_loop_run_between_batches() -
     tick, kept = ticks.pop(), len(conns) - 1
     with anyio.fail_after(10):
         await done.wait()
-    steps = [b - a for a, b in itertools.pairwise(seen)]
+    batch = max(KEEPALIVE_BATCH, math.ceil(len(conns) / KEEPALIVE_STEPS))
+    steps = [b - a for a, b in itertools.pairwise(seen) if b > a]
     assert steps, "nothing else ran while 1,000 connections were served"
-    assert max(steps) <= KEEPALIVE_BATCH, f"{max(steps)} connections served in one loop step"
+    assert max(steps) <= batch, f"{max(steps)} connections served in one loop step"
+    assert len(steps) < KEEPALIVE_STEPS, f"the tick took {len(steps) + 1} steps"
+    starts = [t for prev, t in itertools.pairwise(at) if t - prev > KEEPALIVE_GAP / 2]
+    assert len(starts) == len(steps), "batches not a gap apart: the node never slept"
     assert sorted(served) == list(range(kept)), "a connection served twice, never, or closed"
