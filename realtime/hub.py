@@ -70,8 +70,12 @@ class _Channel:
             self.stale[session] = None
 
     def split(self) -> tuple[dict[Session, Write], dict[Session, Subscription]]:
-        """The split as of now: built on first use, then only its stale sessions looked at."""
+        """The split as of now: built on first use, then only its stale sessions looked at.
+        Frames held for the split as it was are written before it changes."""
         direct, others = self.direct, self.others
+        if direct is not None and others is not None and not self.stale:
+            return direct, others
+        self.flush()
         if direct is None or others is None:  # not built: every session is to be placed
             direct, others = self.direct, self.others = {}, {}
             stale: Iterable[Session] = self.sessions
@@ -456,10 +460,7 @@ class Hub:
     def _fanout(self, channel: _Channel, message: Message) -> None:
         """Send one event to every live session of `channel`; the direct sockets' frames are
         held until `channel.flush()`, which the caller runs before it returns to the loop."""
-        direct, others = channel.direct, channel.others
-        if direct is None or others is None or channel.stale:
-            channel.flush()  # what is held goes to the sockets it was meant for
-            direct, others = channel.split()  # a push may mark a session stale, never move it
+        direct, others = channel.split()  # a push may mark a session stale, never move it
         seq = message.seq
         channel.last_seq = seq
         metrics.COUNTS.events_in += 1
