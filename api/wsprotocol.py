@@ -40,9 +40,10 @@ _TEXT = 0x81  # FIN + text opcode; frames from a server are never masked (RFC 64
 _PING = bytes((0x89, 4))  # FIN + ping opcode, a 4-byte payload
 _jitter = random.Random()
 KEEPALIVE_TICK = 0.05  # seconds: keep-alive work due within one tick shares one wake-up
-KEEPALIVE_BATCH = 8  # connections served per step at least: events are read between steps
 KEEPALIVE_GAP = 0.001  # seconds between steps: the node sleeps, a client on its core runs
-KEEPALIVE_STEPS = 20  # a tick's connections are served in at most this many steps
+KEEPALIVE_STEPS = (
+    20  # a tick's connections are spread over this many steps, as few a step as can be
+)
 
 logger = logging.getLogger("taskcast.ws")
 
@@ -143,11 +144,11 @@ class _Keepalive:
     and uvicorn's 20 s interval, ~500 wake-ups a second, each dearer than the ping it sends,
     and as many for the pongs that come back one by one. Pings due within one tick
     (`KEEPALIVE_TICK`) go out together, at most a tick late, and their pongs come back together.
-    A tick's connections are served a batch at a time, `KEEPALIVE_GAP` apart: events are read
-    between the batches, so a stall no longer grows with the connections on the node, and the
-    node sleeps between them, so a process woken on its core (a client it just wrote to)
-    runs then instead of waiting for the whole tick. The batch grows with the connections
-    due, so a tick's work ends within the tick.
+    A tick's connections are spread over up to `KEEPALIVE_STEPS` steps, `KEEPALIVE_GAP` apart:
+    an event read from Redis waits for one step's pings (and their pongs), not the tick's, and
+    the node sleeps between steps, so a process woken on its core (a client it just wrote to)
+    runs then instead of waiting for the whole tick. A step grows with the connections due,
+    so a tick's work ends within the tick, and the wake-ups stay at most a step's per gap.
     """
 
     __slots__ = ("_batch", "_draining", "_due", "_firing")
@@ -156,7 +157,7 @@ class _Keepalive:
         self._due: dict[int, dict[WebSocketProtocol, None]] = {}  # tick -> its connections
         self._firing: dict[WebSocketProtocol, None] = {}  # due now, served a batch a step
         self._draining: asyncio.TimerHandle | None = None
-        self._batch = KEEPALIVE_BATCH
+        self._batch = 1
 
     def add(self, protocol: WebSocketProtocol, when: float) -> int:
         """Call `protocol.keepalive_due()` at loop time `when`, or up to a tick later."""
@@ -178,7 +179,7 @@ class _Keepalive:
         due = self._due.pop(tick, None)
         if due:
             self._firing.update(due)
-            self._batch = max(KEEPALIVE_BATCH, math.ceil(len(self._firing) / KEEPALIVE_STEPS))
+            self._batch = math.ceil(len(self._firing) / KEEPALIVE_STEPS)
             if self._draining is None:
                 self._drain()
 

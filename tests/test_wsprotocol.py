@@ -20,7 +20,6 @@ from websockets.streams import StreamReader
 
 from api.wsprotocol import (
     EXTENSION,
-    KEEPALIVE_BATCH,
     KEEPALIVE_GAP,
     KEEPALIVE_STEPS,
     KEEPALIVE_TICK,
@@ -474,7 +473,7 @@ async def test_keepalive_of_a_crowded_tick_lets_the_loop_run_between_batches() -
     tick, kept = ticks.pop(), len(conns) - 1
     with anyio.fail_after(10):
         await done.wait()
-    batch = max(KEEPALIVE_BATCH, math.ceil(len(conns) / KEEPALIVE_STEPS))
+    batch = math.ceil(len(conns) / KEEPALIVE_STEPS)
     steps = [b - a for a, b in itertools.pairwise(seen) if b > a]
     assert steps, "nothing else ran while 1,000 connections were served"
     assert max(steps) <= batch, f"{max(steps)} connections served in one loop step"
@@ -482,3 +481,30 @@ async def test_keepalive_of_a_crowded_tick_lets_the_loop_run_between_batches() -
     starts = [t for prev, t in itertools.pairwise(at) if t - prev > KEEPALIVE_GAP / 2]
     assert len(starts) == len(steps), "batches not a gap apart: the node never slept"
     assert sorted(served) == list(range(kept)), "a connection served twice, never, or closed"
+
+
+@pytest.mark.timeout(30)
+async def test_keepalive_of_a_quiet_tick_is_served_one_connection_a_step() -> None:
+    """A tick with no more connections due than it has steps (10,000 connections at a 20 s
+    interval put ~25 in a tick) pings them one or two at a time, a gap apart: an event read
+    from Redis waits for one ping and its pong, not for a batch of them."""
+    loop = asyncio.get_running_loop()
+    at: list[float] = []
+    done = asyncio.Event()
+
+    class Conn:
+        loop = asyncio.get_running_loop()
+
+        def keepalive_due(self) -> None:
+            at.append(loop.time())
+            if len(at) == KEEPALIVE_STEPS:
+                done.set()
+
+    wheel = _Keepalive()
+    when = loop.time() + 0.05
+    assert len({wheel.add(Conn(), when) for _ in range(KEEPALIVE_STEPS)}) == 1  # type: ignore[arg-type]
+    with anyio.fail_after(10):
+        await done.wait()
+    gaps = [b - a for a, b in itertools.pairwise(at)]
+    together = [g for g in gaps if g < KEEPALIVE_GAP / 2]
+    assert not together, f"{len(together)} of {len(at)} pinged in the step of the one before"
