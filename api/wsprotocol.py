@@ -41,9 +41,7 @@ _PING = bytes((0x89, 4))  # FIN + ping opcode, a 4-byte payload
 _jitter = random.Random()
 KEEPALIVE_TICK = 0.05  # seconds: keep-alive work due within one tick shares one wake-up
 KEEPALIVE_GAP = 0.001  # seconds between steps: the node sleeps, a client on its core runs
-KEEPALIVE_STEPS = (
-    20  # a tick's connections are spread over this many steps, as few a step as can be
-)
+KEEPALIVE_STEPS = 20  # a tick's connections are spread over this many steps, fewest a step
 
 logger = logging.getLogger("taskcast.ws")
 
@@ -141,14 +139,13 @@ class _Keepalive:
     """The keep-alive timers of every connection on one loop: one timer per tick with work due.
 
     A timer per connection wakes the loop for each ping on its own: at 10,000 idle connections
-    and uvicorn's 20 s interval, ~500 wake-ups a second, each dearer than the ping it sends,
-    and as many for the pongs that come back one by one. Pings due within one tick
-    (`KEEPALIVE_TICK`) go out together, at most a tick late, and their pongs come back together.
-    A tick's connections are spread over up to `KEEPALIVE_STEPS` steps, `KEEPALIVE_GAP` apart:
-    an event read from Redis waits for one step's pings (and their pongs), not the tick's, and
-    the node sleeps between steps, so a process woken on its core (a client it just wrote to)
-    runs then instead of waiting for the whole tick. A step grows with the connections due,
-    so a tick's work ends within the tick, and the wake-ups stay at most a step's per gap.
+    and uvicorn's 20 s interval, ~500 wake-ups a second, each dearer than the ping it sends.
+    Connections due within one tick (`KEEPALIVE_TICK`) share its timer, at most a tick late,
+    and are served over up to `KEEPALIVE_STEPS` steps `KEEPALIVE_GAP` apart, as few a step as
+    that allows: an event read from Redis waits for one step's pings (and their pongs), not
+    the tick's, and the node sleeps between steps, so a process woken on its core (a client it
+    just wrote to) runs then instead of waiting for the whole tick. A step grows with the
+    connections due, so a tick's work ends within the tick, in `KEEPALIVE_STEPS` wake-ups.
     """
 
     __slots__ = ("_batch", "_draining", "_due", "_firing")
