@@ -136,9 +136,12 @@ class Load:
                 f"{self.url}?token={token}", compression=self.compression,
                 ping_interval=None, max_size=2**20, open_timeout=60,
             )  # fmt: skip
-            channel = "topic:notifications" if conn.key == "topic" else f"user:{conn.key}"
-            if conn.key.startswith("topic:"):
+            if conn.key == "topic":
+                channel = "topic:notifications"
+            elif conn.key.startswith("topic:"):
                 channel = conn.key
+            else:
+                channel = f"user:{conn.key}"
             subscribe = orjson.dumps({"op": "subscribe", "channel": channel}).decode()
             await ws.send(subscribe)
             tries = 0
@@ -201,8 +204,11 @@ class Load:
 
     def visits_so_far(self) -> dict[str, Any]:
         """What the visits saw since the last call; counting goes on."""
-        out = {"visits": self.visited, "visits_failed": self.visit_failed}
-        out["visit_frames"] = self.visit_frames
+        out = {
+            "visits": self.visited,
+            "visits_failed": self.visit_failed,
+            "visit_frames": self.visit_frames,
+        }
         self.visited = self.visit_failed = self.visit_frames = 0
         return out
 

@@ -120,7 +120,7 @@ class _Channel:
         if not held or not self.direct:
             held.clear()
             return
-        wire = held[0] if len(held) == 1 else b"".join(held)
+        wire = b"".join(held)  # one frame: the same bytes object, not a copy
         held.clear()
         failed = False
         for write in self.direct.values():
