@@ -27,7 +27,7 @@ from .connections import redis_client
 from .events import iso, make_event, new_id, progress_data, source
 from .publisher import Publisher, prepare
 from .resp import Pipeline
-from .store import Store
+from .store import Store, event_id, rewind_command
 
 try:  # uvloop's round trips cost this thread about half of asyncio's
     from uvloop import new_event_loop
@@ -40,6 +40,7 @@ _jitter = random.Random()
 
 BATCH = 500
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
+WITNESSES = 1024  # channels whose last stored position an emitter remembers
 
 
 @dataclass(slots=True)
@@ -80,6 +81,9 @@ class Emitter:
         # stores, in order; a forked child is another emitter with a mark of its own.
         self._mark = new_id()
         self._counted = 0
+        # The last message this emitter stored on each of its recent channels: checked on
+        # every new connection before anything is stored there (`store.REWIND`).
+        self._seen: dict[str, str] = {}
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._queue: deque[_Entry] = deque()
@@ -199,6 +203,7 @@ class Emitter:
         self._idle = True
         self._mark = new_id()
         self._counted = 0
+        self._seen = {}
         source()
 
     def _start(self) -> None:
@@ -218,7 +223,9 @@ class Emitter:
     async def _main(self) -> None:
         self._wakeup = asyncio.Event()
         redis = redis_client(self._redis_url)
-        pipeline = Pipeline(self._redis_url)  # the batches' round trips, without redis-py's cost
+        # The batches' round trips, without redis-py's cost; a new connection may reach a Redis
+        # that came back with older data, so it first checks where this emitter has written.
+        pipeline = Pipeline(self._redis_url, on_reopen=self._rewind_check)
         store = Store(
             redis,
             history_size=self._history_size,
@@ -301,10 +308,26 @@ class Emitter:
                 delay = min(delay * 2, BACKOFF_CAP)
                 continue
             self.connected = True
+            seen = self._seen
             for entry, stored in zip(batch, results, strict=True):
                 if stored.status in ("closed", "lost") and entry.task_id:
                     self.closed_tasks.add(entry.task_id)
+                for channel, message in stored.messages:
+                    seen.pop(channel, None)  # most recent last: the oldest go first
+                    seen[channel] = message
+            while len(seen) > WITNESSES:
+                del seen[next(iter(seen))]
             return
+
+    def _rewind_check(self) -> list[bytes]:
+        """The `REWIND` command for what this emitter stored (none if it stored nothing)."""
+        if not self._seen:
+            return []
+        witnesses = {}
+        for channel, message in self._seen.items():
+            seq, epoch = message[: message.index(" ", message.index(" ") + 1)].split(" ")
+            witnesses[channel] = (epoch, int(seq), event_id(message))
+        return [rewind_command(witnesses, self._history_ttl)]
 
 
 _default: Emitter | None = None

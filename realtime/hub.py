@@ -23,7 +23,7 @@ from .backend import CONTROL_CHANNEL, RESYNC, RedisBackend
 from .errors import Unavailable
 from .protocol import WS_1011_INTERNAL_ERROR, encode
 from .session import Framing, Session, Subscription, Write
-from .store import Message, Snapshot, Store
+from .store import Message, Snapshot, Store, event_id
 
 logger = logging.getLogger("taskcast.hub")
 
@@ -41,6 +41,11 @@ class _Channel:
     name: str
     sessions: dict[Session, Subscription] = field(default_factory=dict)
     last_seq: int = 0
+    # The event at `last_seq`, so a store that went back in time can be told apart from one
+    # that did not: the frame this node fanned out (its id is read only when needed), or the
+    # id the store named when the channel opened or restarted.
+    last_frame: str = ""
+    last_id: str = ""
     epoch: str = ""
     pending: dict[int, Message] = field(default_factory=dict)
     # A future, not an Event: one per channel, and an Event carries a deque (~0.6 KiB).
@@ -218,11 +223,18 @@ class Hub:
         channel.sessions[session] = sub
         session.subs[name] = sub
         channel.changed(session)
+        # A client resuming on a channel only its owner reads is a witness of it too (a shared
+        # topic channel is not: one client's claim must not restart everyone's stream).
+        witness = None
+        if since and epoch and not name.startswith("topic:"):
+            witness = (epoch, since, "")
         try:
-            snap = await self.store.read(name, since=since, limit=REPLAY_PAGE)
+            snap = await self.store.read(name, since=since, limit=REPLAY_PAGE, witness=witness)
         except Exception:  # noqa: BLE001 - Redis away: the client is told, may retry
             self._leave(session, name)
             raise Unavailable("history is unreachable; retry") from None
+        if snap.rewound:
+            self._schedule_fill(channel)  # the node and its other sessions move to the new epoch
         frame: dict[str, Any] = {"type": "subscribed", "channel": name, "seq": snap.seq}
         frame["epoch"] = snap.epoch
         replay: list[Message] = []
@@ -393,7 +405,7 @@ class Hub:
             channel.early = None
             channel.ready.set_result(None)
             return
-        channel.last_seq, channel.epoch = snap.seq, snap.epoch
+        channel.last_seq, channel.epoch, channel.last_id = snap.seq, snap.epoch, snap.last_id
         channel.ready.set_result(None)
         early, channel.early = channel.early, None
         if early:
@@ -463,6 +475,7 @@ class Hub:
         direct, others = channel.split()  # a push may mark a session stale, never move it
         seq = message.seq
         channel.last_seq = seq
+        channel.last_frame = message.frame
         metrics.COUNTS.events_in += 1
         frame = message.frame
         if direct:
@@ -500,7 +513,10 @@ class Hub:
         """Catch `channel` up from history: after a gap, a reconnect, or an epoch change."""
         try:
             for _ in range(5):
-                snap = await self.store.read(channel.name, since=channel.last_seq)
+                # This node is a witness of the channel: a store behind it gets a new epoch.
+                last = event_id(channel.last_frame) if channel.last_frame else channel.last_id
+                witness = (channel.epoch, channel.last_seq, last)
+                snap = await self.store.read(channel.name, since=channel.last_seq, witness=witness)
                 lost = not snap.recoverable and snap.seq > channel.last_seq
                 if snap.epoch != channel.epoch or lost:
                     self._restart(channel, snap)
@@ -531,6 +547,8 @@ class Hub:
             base = max(base, channel.last_seq)
         channel.epoch = snap.epoch
         channel.last_seq = base
+        channel.last_frame = ""
+        channel.last_id = snap.last_id if base == snap.seq else ""
         for seq in [s for s in channel.pending if s <= base]:
             del channel.pending[seq]
         for session, sub in channel.sessions.items():

@@ -161,12 +161,21 @@ class Pipeline:
 
     A dropped link is reopened and the batch sent once more: the callers' commands are
     idempotent (an event is stored once by id; a repeated publish is dropped by seq).
+    `on_reopen` gives commands that go first on every connection after the first one, in the
+    same write as the batch, so Redis runs them before anything else this pipeline sends there.
     """
 
-    def __init__(self, url: str, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = TIMEOUT,
+        on_reopen: Callable[[], list[bytes]] | None = None,
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        self.on_reopen = on_reopen
         self._conn: Connection | None = None
+        self._opened = False
         self._lock = asyncio.Lock()
 
     async def execute(self, commands: list[bytes]) -> list[Any]:
@@ -174,14 +183,19 @@ class Pipeline:
         async with self._lock:
             for attempt in range(2):
                 conn = self._conn
+                first: list[bytes] = []
                 try:
                     async with asyncio.timeout(self.timeout):
                         if conn is None:
                             conn = Connection(self.url)
                             await conn.open()
                             self._conn = conn
-                        conn.write(b"".join(commands))
-                        return await conn.replies(len(commands))
+                            if self._opened and self.on_reopen is not None:
+                                first = self.on_reopen()
+                            self._opened = True
+                        conn.write(b"".join(first + commands) if first else b"".join(commands))
+                        replies = await conn.replies(len(first) + len(commands))
+                        return replies[len(first) :] if first else replies
                 except (ConnectionError, OSError, TimeoutError):
                     await self._drop(conn)
                     if attempt:

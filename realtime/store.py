@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,8 +13,11 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from . import metrics
 from .events import new_id, now_iso
 from .resp import Pipeline, command
+
+logger = logging.getLogger("taskcast.store")
 
 PREFIX = "tc:"
 RUNNING = PREFIX + "running"  # sorted set: running task id -> last sign of life (epoch s)
@@ -147,13 +151,53 @@ end
 return out
 """
 
-# Read a channel's seq and epoch (creating the epoch of a new channel), the history after
-# `since` (-1: none), and for task channels the task state, in one consistent snapshot.
-# Returns {seq, epoch, first_seq_kept, state_flat, entry...}.
-_READ = """
+# A store that comes back with older data (an RDB snapshot after a crash, a restored backup, a
+# promoted replica that lagged) would hand out seqs again that subscribers already had under
+# the same epoch, and they would drop the new events as duplicates. Whoever remembers a
+# position in a channel (a node: the last seq it fanned out; an emitter: the last it stored;
+# a client resuming with `since` and `epoch`) is its witness: `epoch`, `seq` and, where known,
+# the id of the event at `seq`. If the channel still has that epoch but its seq
+# is below the witness's, or the event it holds at that seq is another one, the store went
+# back in time: the channel gets `new_epoch` (stored, so every node and later subscriber
+# agrees) and no seq is ever reused under one epoch. Returns the channel's epoch after it.
+_REWIND_FN = """
+local function event_id(entry)
+  return string.match(entry, '"id":"(%x+)"') or ''
+end
+local function rewind(ckey, hkey, wepoch, wseq, wid, new_epoch, ttl)
+  local epoch = redis.call('HGET', ckey, 'epoch')
+  if not epoch or epoch ~= wepoch then return epoch, false end
+  local seq = tonumber(redis.call('HGET', ckey, 'seq') or '0')
+  local behind = seq < wseq
+  if not behind and wid ~= '' and wseq > 0 then
+    local len = redis.call('LLEN', hkey)
+    local idx = wseq - (seq - len + 1)
+    if idx >= 0 and idx < len then
+      behind = event_id(redis.call('LINDEX', hkey, idx)) ~= wid
+    end
+  end
+  if not behind then return epoch, false end
+  redis.call('HSET', ckey, 'epoch', new_epoch)
+  redis.call('EXPIRE', ckey, ttl)
+  return new_epoch, true
+end
+"""
+
+# Read a channel's seq and epoch (creating the epoch of a new channel), the id of its last
+# event, the history after `since` (-1: none), and for task channels the task state, in one
+# consistent snapshot; first, with a witness (ARGV[5..7]), the rewind check above.
+# Returns {seq, epoch, first_seq_kept, state_flat, last_id, rewound, entry...}.
+_READ = (
+    _REWIND_FN
+    + """
 local ckey, hkey, tkey = KEYS[1], KEYS[2], KEYS[3]
 local since, new_epoch = tonumber(ARGV[1]), ARGV[2]
 local ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+local rewound = false
+if ARGV[5] ~= '' then
+  local _
+  _, rewound = rewind(ckey, hkey, ARGV[5], tonumber(ARGV[6]), ARGV[7], new_epoch, ttl)
+end
 local seq = tonumber(redis.call('HGET', ckey, 'seq') or '0')
 local epoch = redis.call('HGET', ckey, 'epoch')
 if not epoch then
@@ -163,9 +207,11 @@ if not epoch then
 end
 local len = redis.call('LLEN', hkey)
 local first = seq - len + 1
+local last_id = ''
+if len > 0 then last_id = event_id(redis.call('LINDEX', hkey, -1)) end
 local state = {}
 if tkey ~= '' then state = redis.call('HGETALL', tkey) end
-local out = {seq, epoch, first, state}
+local out = {seq, epoch, first, state, last_id, rewound and 1 or 0}
 if since >= 0 and since < seq and since + 1 >= first then
   local start = since + 1 - first
   local stop = -1
@@ -175,6 +221,25 @@ if since >= 0 and since < seq and since + 1 >= first then
 end
 return out
 """
+)
+
+# The rewind check for many channels at once (ARGV: new_epoch, ttl, then channel, epoch, seq,
+# event id for each): what an emitter runs on a new connection before it stores anything on it.
+# Returns the channels that got a new epoch.
+REWIND = (
+    _REWIND_FN
+    + """
+local P, new_epoch, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local moved = {}
+for i = 3, #ARGV, 4 do
+  local ch = ARGV[i]
+  local _, rewound = rewind(P .. 'c:' .. ch, P .. 'h:' .. ch, ARGV[i + 1], tonumber(ARGV[i + 2]),
+    ARGV[i + 3], new_epoch, ttl)
+  if rewound then moved[#moved + 1] = ch end
+end
+return moved
+"""
+)
 
 # Which of the task ids in ARGV[2..] appear in the broker's queue lists (the first ARGV[1] keys)
 # or its unacked hashes (the other keys): kombu messages carry `"id": "<task id>"` in headers.
@@ -240,8 +305,32 @@ class Snapshot:
     epoch: str
     first_kept: int
     state: dict[str, Any] | None
+    last_id: str = ""  # id of the event at `seq` ("": history holds none)
+    rewound: bool = False  # the read found the store behind its witness: `epoch` is new
     entries: list[Message] = field(default_factory=list)
     recoverable: bool = True
+
+
+Witness = tuple[str, int, str]
+"""A position someone saw in a channel: (epoch, seq, id of the event at seq, or "")."""
+
+
+def event_id(frame: str) -> str:
+    """The event id in a stored message or frame (the first `"id"`: the envelope's own)."""
+    start = frame.find('"id":"') + 6
+    return frame[start : frame.index('"', start)] if start >= 6 else ""
+
+
+def rewind_command(witnesses: dict[str, Witness], ttl: int) -> bytes:
+    """The `REWIND` check of `witnesses` (channel -> position) as one raw `EVAL` command.
+
+    `EVAL`, not `EVALSHA`: it runs first on a new connection, when Redis may have restarted
+    and lost its script cache.
+    """
+    args: list[str | int] = [new_epoch(), ttl]
+    for channel, (epoch, seq, eid) in witnesses.items():
+        args += [channel, epoch, seq, eid]
+    return command("EVAL", REWIND, 1, PREFIX, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,18 +486,39 @@ class Store:
                 raise NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
         return replies
 
-    async def read(self, channel: str, since: int | None = None, limit: int = 0) -> Snapshot:
-        """Position, state and the history after `since` (`None`: none), `limit` entries at most."""
+    async def read(
+        self,
+        channel: str,
+        since: int | None = None,
+        limit: int = 0,
+        witness: Witness | None = None,
+    ) -> Snapshot:
+        """Position, state and the history after `since` (`None`: none), `limit` entries at most.
+
+        With a `witness`, a store found behind it first moves the channel to a new epoch.
+        """
         tkey = f"{PREFIX}t:{channel[5:]}" if channel.startswith("task:") else ""
+        wepoch, wseq, wid = witness if witness is not None else ("", 0, "")
         out = await self._read(
             keys=[f"{PREFIX}c:{channel}", f"{PREFIX}h:{channel}", tkey],
-            args=[-1 if since is None else since, new_epoch(), self.history_ttl, limit],
+            args=[
+                -1 if since is None else since,
+                new_epoch(),
+                self.history_ttl,
+                limit,
+                wepoch,
+                wseq,
+                wid,
+            ],
         )
         seq, epoch, first, flat = int(out[0]), _s(out[1]), int(out[2]), out[3]
         state = _decode_state(flat, channel[5:]) if tkey else None
-        snap = Snapshot(seq, epoch, first, state)
+        snap = Snapshot(seq, epoch, first, state, _s(out[4]), bool(int(out[5])))
+        if snap.rewound:
+            metrics.COUNTS.store_rewinds += 1
+            logger.warning("channel %s: Redis holds older data than was seen; new epoch", channel)
         if since is not None and since < seq:
-            snap.entries = [Message.parse(_s(raw)) for raw in out[4:]]
+            snap.entries = [Message.parse(_s(raw)) for raw in out[6:]]
             snap.recoverable = bool(snap.entries) and snap.entries[0].seq == since + 1
         elif since is not None and since > seq:
             snap.recoverable = False
