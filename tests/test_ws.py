@@ -426,7 +426,7 @@ async def test_start_up_objects_are_frozen_out_of_the_collector(
     serve: Callable[..., Awaitable[App]],
 ) -> None:
     """Once the node is up, its start-up objects sit in the permanent generation: a full
-    collection (tens of ms, a stall for every socket) no longer walks them."""
+    collection (tens of ms, a stall for every socket) does not walk them."""
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
     await serve()
