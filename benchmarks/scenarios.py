@@ -1,4 +1,4 @@
-"""The scenarios of issue 6: each runs once against one system and returns its figures.
+"""The benchmark scenarios: each runs once against one system and returns its figures.
 
 Every scenario uses real processes over loopback (emitter → Redis → server → clients) and
 reads CPU from /proc (utime + stime) of the server and of Redis around the measured window.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import socket
 import time
 from datetime import UTC, datetime
@@ -213,19 +212,16 @@ def source() -> str:
 os.register_at_fork(after_in_child=_SOURCE.clear)
 
 
-# Event ids: our own generator (seeded from os.urandom, reseeded in a forked child), so an id
-# costs no syscall (uuid.uuid4 reads os.urandom each time) and the host's global `random`
-# sequence is never touched.
-_random = random.Random()
-os.register_at_fork(after_in_child=_random.seed)
-
-
 def new_id() -> str:
-    """A random UUID4 as 32 hex digits."""
-    bits = _random.getrandbits(128)
-    bits = (bits & ~(0xF000 << 64)) | (0x4000 << 64)  # version 4
-    bits = (bits & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
-    return f"{bits:032x}"
+    """A random UUID4 as 32 hex digits, from the OS's random source (fork-safe, unpredictable).
+
+    Bytes from `os.urandom` with the version and variant bits set: ~0.9 µs, against ~2.5 µs
+    for `uuid.uuid4().hex`, which builds a `UUID` object around the same bytes.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 def now_iso() -> str:

@@ -1,17 +1,14 @@
 """A separate reading process for load tests: `python -m tests.read_load WS_URL TOKEN CHANNEL N`.
 
-Prints `ready` once subscribed, then one JSON line with the latency quantiles of N events.
-Kept out of the test process so its own load cannot colour what the client measures.
+Prints `ready` once subscribed, then one JSON line with the seqs of the N events it read.
+Kept out of the test process so its own load cannot slow what the client reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import sys
-import time
-from datetime import datetime
 
 import websockets
 
@@ -23,15 +20,12 @@ async def main() -> None:
         await ws.send(json.dumps({"op": "subscribe", "channel": channel}))
         await ws.recv()
         print("ready", flush=True)
-        latencies: list[float] = []
-        while len(latencies) < count:
-            raw = await ws.recv()
-            received = time.time()
-            if isinstance(raw, str) and raw.startswith('{"type":"event"'):
-                ts = raw[raw.index('"ts":"') + 6 :].split('"', 1)[0]
-                latencies.append(received - datetime.fromisoformat(ts).timestamp())
-    quantiles = statistics.quantiles(latencies, n=100)
-    print(json.dumps({"count": len(latencies), "p50": quantiles[49], "p99": quantiles[98]}))
+        seqs: list[int] = []
+        while len(seqs) < count:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "event":
+                seqs.append(frame["seq"])
+    print(json.dumps({"seqs": seqs}))
 
 
 if __name__ == "__main__":

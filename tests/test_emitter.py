@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from realtime.emitter import Emitter
 from realtime.settings import Settings
 from realtime.store import Message
 
-from .processes import RedisServer, free_port
+from .processes import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -49,15 +50,10 @@ def history(client: redis.Redis, channel: str) -> list[tuple[Message, dict[str, 
     return out
 
 
-def test_emit_returns_fast_and_flush_confirms_storage(
-    emitter: Emitter, sync_redis: redis.Redis
-) -> None:
-    """500 emits return in well under a second; flush() is True once all are stored, in order."""
-    started = time.perf_counter()
+def test_flush_confirms_storage_in_order(emitter: Emitter, sync_redis: redis.Redis) -> None:
+    """flush() is True once every emitted event is stored, in the order emitted."""
     for i in range(500):
         emitter.emit("system.message", data={"message": str(i)})
-    took = time.perf_counter() - started
-    assert took < 1.0, f"500 emits took {took:.3f}s"
     assert emitter.flush(timeout=20)
     stored = history(sync_redis, "topic:system")
     assert [m.seq for m, _ in stored] == list(range(1, 501))
@@ -78,14 +74,28 @@ def test_emitted_events_leave_no_key_per_event_in_redis(
     assert sync_redis.get(f"tc:m:{emitter._mark}") == b"300"
 
 
-def test_unreachable_redis_never_reaches_the_caller() -> None:
-    """With Redis unreachable, emit still returns at once without raising; flush says False."""
-    emitter = Emitter(f"redis://127.0.0.1:{free_port()}/0")
-    started = time.perf_counter()
-    for i in range(100):
-        emitter.emit("system.message", data={"message": str(i)})
-    assert time.perf_counter() - started < 1.0
-    assert emitter.flush(timeout=0.5) is False
+@pytest.mark.parametrize("redis_is", ["refusing", "silent"])
+def test_unreachable_redis_never_reaches_the_caller(redis_is: str) -> None:
+    """With Redis refusing connections, or accepting them and never answering, emit returns
+    without raising and without waiting on it; flush says False."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        if redis_is == "silent":
+            silent.listen()  # connections complete in the kernel; nothing ever answers
+        emitter = Emitter(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        returned: list[int] = []
+
+        def emit_all() -> None:
+            for i in range(100):
+                emitter.emit("system.message", data={"message": str(i)})
+                returned.append(i)
+
+        caller = threading.Thread(target=emit_all)
+        caller.start()
+        caller.join(timeout=30)
+        assert not caller.is_alive(), "emit() waited on a Redis that cannot answer"
+        assert returned == list(range(100))
+        assert emitter.flush(timeout=0.5) is False
 
 
 def test_flush_with_nothing_emitted_is_true(emitter: Emitter) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 
 import anyio
@@ -56,7 +55,6 @@ async def test_client_loses_nothing_when_its_node_goes(
     assert emitter.flush(10)
     await ws.recv_until(lambda f: f.get("seq") == 10)
 
-    stopped_at = time.monotonic()
     first.signal(sig)
     for i in range(10, 20):  # keeps coming while the node goes away
         emitter.emit("notification", data={"title": f"n{i}"}, user_id="carol")
@@ -66,7 +64,6 @@ async def test_client_loses_nothing_when_its_node_goes(
     if sig == signal.SIGTERM:
         assert ws.close_code == 1012, f"graceful shutdown closes with 1012, got {ws.close_code}"
         wait_for(lambda: not first.alive(), 8, "the SIGTERMed node to exit")
-        assert time.monotonic() - stopped_at < 8
     last = max(f["seq"] for f in ws.events("user:carol"))
 
     resumed = await _resume_elsewhere(second, token, "user:carol", last, sub["epoch"])

