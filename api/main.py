@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis,
             history_size=conf.history_size,
             history_ttl=conf.history_ttl,
+            history_max_bytes=conf.history_max_bytes,
             max_deliveries=conf.max_deliveries,
             publish=shares_redis(conf.broadcast, conf.redis_url),
         )

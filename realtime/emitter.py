@@ -64,6 +64,7 @@ class Emitter:
         *,
         history_size: int = 1000,
         history_ttl: int = 86400,
+        history_max_bytes: int = 1024 * 1024,
         buffer: int = 10_000,
         max_deliveries: int = 3,
         heartbeat: float = 15.0,
@@ -72,6 +73,7 @@ class Emitter:
         self._broadcast_url = broadcast_url or redis_url
         self._history_size = history_size
         self._history_ttl = history_ttl
+        self._history_max_bytes = history_max_bytes
         self._bound = buffer
         self._max_deliveries = max_deliveries
         self._heartbeat = heartbeat
@@ -230,6 +232,7 @@ class Emitter:
             redis,
             history_size=self._history_size,
             history_ttl=self._history_ttl,
+            history_max_bytes=self._history_max_bytes,
             max_deliveries=self._max_deliveries,
             pipeline=pipeline,
             publish=shares_redis(self._broadcast_url, self._redis_url),
@@ -351,6 +354,7 @@ def default() -> Emitter:
                     settings.broadcast,
                     history_size=settings.history_size,
                     history_ttl=settings.history_ttl,
+                    history_max_bytes=settings.history_max_bytes,
                     buffer=settings.emit_buffer,
                     max_deliveries=settings.max_deliveries,
                     heartbeat=settings.heartbeat,

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     allowed_origins: str = Field(default="", alias="TASKCAST_ALLOWED_ORIGINS")
     history_size: int = Field(default=1000, ge=1, le=1_000_000, alias="TASKCAST_HISTORY_SIZE")
     history_ttl: int = Field(default=86400, ge=1, alias="TASKCAST_HISTORY_TTL")
+    # History is bounded in bytes too, per channel: a few large events cannot fill Redis.
+    history_max_bytes: int = Field(
+        default=1024 * 1024, ge=16 * 1024, alias="TASKCAST_HISTORY_MAX_BYTES"
+    )
     # Set by `taskcast up`: enables the demo sign-in and relaxes the secret check.
     embedded: bool = Field(default=False, alias="TASKCAST_EMBEDDED")
     node_id: str = Field(default="", alias="TASKCAST_NODE_ID")

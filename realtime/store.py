@@ -40,6 +40,7 @@ local status, sfield, svalue, ts, ckey_hint = ARGV[11], ARGV[12], ARGV[13], ARGV
 local attempt, max_deliveries, now_s = ARGV[17], tonumber(ARGV[18]), tonumber(ARGV[19])
 local publish = ARGV[20] == '1'
 local mark, count = ARGV[21], tonumber(ARGV[22])
+local hbytes = tonumber(ARGV[23])
 local P = KEYS[1]
 local verdict = 'ok'
 local dkey, mkey = nil, nil
@@ -104,8 +105,26 @@ for _, ch in ipairs(chans) do
   end
   local msg = seq .. ' ' .. epoch .. ' ' .. now_ms .. ' ' .. ckey_hint .. '\\n' ..
     '{"type":"event","channel":"' .. ch .. '","seq":' .. seq .. ',"event":' .. ev .. '}'
-  redis.call('RPUSH', hkey, msg)
-  redis.call('LTRIM', hkey, -hsize, -1)
+  -- History is bounded by count (hsize) and by bytes (hbytes), oldest first. Invariant: the
+  -- field `bytes` of the channel hash is the total length of the messages in its list, kept
+  -- in step by this push and these pops (a list without it, or emptied, is counted afresh).
+  -- Only LPOP trims, so the list always holds the last LLEN seqs: _READ's `first` holds.
+  -- The newest message always stays, so a live subscriber can still be caught up to it.
+  local len = redis.call('RPUSH', hkey, msg)
+  local size = redis.call('HGET', ckey, 'bytes')
+  if len == 1 then
+    size = #msg
+  elseif size then
+    size = tonumber(size) + #msg
+  else
+    size = 0
+    for _, kept in ipairs(redis.call('LRANGE', hkey, 0, -1)) do size = size + #kept end
+  end
+  while len > 1 and (len > hsize or size > hbytes) do
+    size = size - #redis.call('LPOP', hkey)
+    len = len - 1
+  end
+  redis.call('HSET', ckey, 'bytes', size)
   redis.call('EXPIRE', hkey, ttl)
   redis.call('EXPIRE', ckey, ttl)
   if publish then redis.call('PUBLISH', ch, msg) end
@@ -380,6 +399,7 @@ class Store:
         *,
         history_size: int = 1000,
         history_ttl: int = 86400,
+        history_max_bytes: int = 1024 * 1024,
         max_deliveries: int = 3,
         pipeline: Pipeline | None = None,
         publish: bool = False,
@@ -391,6 +411,7 @@ class Store:
         self.publishes = publish
         self.history_size = history_size
         self.history_ttl = history_ttl
+        self.history_max_bytes = history_max_bytes  # per channel, of its stored messages
         self.max_deliveries = max_deliveries
         self._store = redis.register_script(_STORE)
         self._read = redis.register_script(_READ)
@@ -434,6 +455,7 @@ class Store:
             "1" if self.publishes else "",
             mark,
             count,
+            self.history_max_bytes,
         ]
 
     async def append(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> Stored:

@@ -10,7 +10,7 @@ from realtime import Emitter
 
 def main() -> None:
     url, user, count, rate, size = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
-    emitter = Emitter(url, history_size=count + 10)
+    emitter = Emitter(url, history_size=count + 10, history_max_bytes=count * (size + 1024))
     payload = "x" * size
     start = time.monotonic()
     for i in range(count):

@@ -26,12 +26,14 @@ from realtime.store import Message
 
 from .processes import RedisServer
 
+ALL = 1 << 30  # history bytes that keep every event a test emits
+
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def emitter(redis_url: str) -> Emitter:
-    return Emitter(redis_url, history_size=5000, history_ttl=600)
+    return Emitter(redis_url, history_size=5000, history_ttl=600, history_max_bytes=ALL)
 
 
 @pytest.fixture
@@ -227,7 +229,7 @@ def test_fork_while_the_parent_emits_never_hangs_or_duplicates(
     redis_url: str, sync_redis: redis.Redis
 ) -> None:
     """Forking at any moment of the parent's publishing, the child emits and never republishes."""
-    emitter = Emitter(redis_url, history_size=50_000, history_ttl=600)
+    emitter = Emitter(redis_url, history_size=50_000, history_ttl=600, history_max_bytes=ALL)
     total, forks = 20_000, 16  # the parent stops emitting once the forks are done
     stop = threading.Event()
 

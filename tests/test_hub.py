@@ -24,6 +24,8 @@ from realtime.session import Session
 from realtime.store import Store
 from realtime.tokens import Principal
 
+ALL = 1 << 30  # history bytes that keep every event a test emits
+
 pytestmark = pytest.mark.anyio
 
 Frame = dict[str, Any]
@@ -123,7 +125,7 @@ class Client:
 @pytest.fixture
 async def parts(redis_url: str, socket_kind: None) -> AsyncIterator[Parts]:
     redis = Redis.from_url(redis_url, socket_timeout=5.0)
-    store = Store(redis, history_size=5000, history_ttl=600)
+    store = Store(redis, history_size=5000, history_ttl=600, history_max_bytes=ALL)
     backend = RedisBackend(redis_url)
     await backend.connect()
     async with Hub(backend, store) as hub:
@@ -250,7 +252,7 @@ async def test_subscribe_while_another_thread_emits_sees_each_seq_once(
 ) -> None:
     """With a worker-style emitter thread publishing, late joiners see every later seq once."""
     hub, _, store, _ = parts
-    emitter = Emitter(redis_url, history_size=5000, history_ttl=600)
+    emitter = Emitter(redis_url, history_size=5000, history_ttl=600, history_max_bytes=ALL)
     rng = random.Random(11)
     total = 600
     clients: list[tuple[Client, Frame, int | None]] = []

@@ -124,6 +124,70 @@ async def test_history_is_capped_at_history_size(redis: Redis) -> None:
     assert lost.seq == 12
 
 
+async def history_bytes(redis: Redis, channel: str) -> tuple[int, int]:
+    """(total length of the channel's stored messages, the byte count the store keeps)."""
+    kept = await redis.lrange(f"tc:h:{channel}", 0, -1)
+    return sum(len(m) for m in kept), int(await redis.hget(f"tc:c:{channel}", "bytes") or -1)
+
+
+async def test_history_stays_under_its_byte_bound(redis: Redis) -> None:
+    """Large events trim history oldest first to TASKCAST_HISTORY_MAX_BYTES; a resume from
+    before what was trimmed is not recoverable, one from inside it replays every seq."""
+    store = Store(redis, history_size=1000, history_ttl=600, history_max_bytes=16 * 1024)
+    for i in range(60):
+        await append(store, event(data={"message": f"{i} " + "z" * 1000}), "system")
+    total, counted = await history_bytes(redis, "topic:system")
+    assert total == counted
+    assert 15 * 1024 < total <= 16 * 1024
+    kept = await redis.llen("tc:h:topic:system")
+    assert kept < 60
+    first = 60 - kept + 1
+    snap = await store.read("topic:system", since=first - 1)
+    assert snap.recoverable
+    assert [m.seq for m in snap.entries] == list(range(first, 61))
+    lost = await store.read("topic:system", since=first - 2)
+    assert not lost.recoverable
+    assert lost.seq == 60
+
+
+async def test_history_trims_by_count_and_bytes_together(redis: Redis) -> None:
+    """Small events are trimmed by count, and the byte count follows what is popped."""
+    store = Store(redis, history_size=5, history_ttl=600, history_max_bytes=16 * 1024)
+    for _ in range(12):
+        await append(store, event(), "system")
+    total, counted = await history_bytes(redis, "topic:system")
+    assert await redis.llen("tc:h:topic:system") == 5
+    assert total == counted
+
+
+async def test_the_newest_event_stays_even_over_the_byte_bound(redis: Redis) -> None:
+    """An event larger than the whole bound replaces the history but is itself kept."""
+    store = Store(redis, history_size=1000, history_ttl=600, history_max_bytes=16 * 1024)
+    for _ in range(3):
+        await append(store, event(), "system")
+    await append(store, event(data={"message": "w" * 20_000}), "system")
+    assert await redis.llen("tc:h:topic:system") == 1
+    snap = await store.read("topic:system", since=3)
+    assert snap.recoverable
+    assert [m.seq for m in snap.entries] == [4]
+    total, counted = await history_bytes(redis, "topic:system")
+    assert total == counted > 20_000
+
+
+async def test_a_history_without_a_byte_count_is_counted_once(redis: Redis) -> None:
+    """History stored before byte bounds (no `bytes` field) is measured at its next event."""
+    roomy = Store(redis, history_size=1000, history_ttl=600, history_max_bytes=1024 * 1024)
+    for _ in range(30):
+        await append(roomy, event(data={"message": "v" * 1000}), "system")
+    await redis.hdel("tc:c:topic:system", "bytes")
+    assert (await history_bytes(redis, "topic:system"))[0] > 30_000
+    store = Store(redis, history_size=1000, history_ttl=600, history_max_bytes=16 * 1024)
+    await append(store, event(data={"message": "v" * 1000}), "system")
+    total, counted = await history_bytes(redis, "topic:system")
+    assert total == counted <= 16 * 1024
+    assert (await store.read("topic:system")).seq == 31
+
+
 async def test_history_and_position_expire_with_ttl(redis: Redis) -> None:
     """TASKCAST_HISTORY_TTL seconds after its last event a channel's data is gone, its epoch new."""
     store = Store(redis, history_size=50, history_ttl=1)

@@ -26,6 +26,8 @@ from workers.signals import freeze_startup_objects
 from .inprocess import served
 from .wsclient import WS, Frame
 
+ALL = 1 << 30  # history bytes that keep every event a test emits
+
 pytestmark = pytest.mark.anyio
 
 MakeToken = Callable[..., str]
@@ -380,7 +382,7 @@ async def test_resume_while_a_worker_emits_sees_each_seq_once(
     app: App, make_token: MakeToken, redis_url: str
 ) -> None:
     """Clients that join or resume while a worker-style emitter publishes get every seq once."""
-    emitter = Emitter(redis_url, history_size=5000, history_ttl=600)
+    emitter = Emitter(redis_url, history_size=5000, history_ttl=600, history_max_bytes=ALL)
     total = 400
 
     # Client k joins once the producer has emitted 50k + 25 events; the producer goes on
