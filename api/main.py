@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         node_id = conf.node_id or f"{socket.gethostname()}-{os.getpid()}"
         await backend.connect()
         try:
-            publisher = Publisher(store, backend)
+            publisher = Publisher(store, backend, max_event_bytes=conf.max_event_bytes)
             reaper = Reaper(
                 publisher,
                 node_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from dataclasses import asdict
 from typing import Any
@@ -58,5 +59,7 @@ async def stats(node: NodeDep, principal: PrincipalDep) -> dict[str, Any]:
 async def prometheus(request: Request, node: NodeDep) -> Response:
     metrics.GAUGES.update(node.hub.stats())
     metrics.GAUGES["gc_frozen_objects"] = gc.get_freeze_count()
+    with contextlib.suppress(Exception):  # Redis away: the last shared counts read stand
+        metrics.SHARED.update(await asyncio.wait_for(node.store.counts(), 2.0))
     registry = request.app.state.metrics
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -4,7 +4,8 @@ A Celery task must never wait on Redis: `emit` validates, enqueues and returns i
 One daemon thread per process (created lazily, again after fork) runs an event loop with a
 `Publisher`, stores and publishes in pipelined batches, and retries with backoff while Redis is
 away. Consecutive progress of a task is coalesced while it waits; on overflow, progress goes
-first and every drop is counted; nothing else is dropped.
+first and every drop is counted; nothing else is dropped. An event over the size limit is
+refused in the caller, before it is buffered (`EventTooLarge`, a ValueError).
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ from typing import Any
 from . import metrics
 from .backend import make_broadcast, shares_redis
 from .connections import redis_client
-from .events import iso, make_event, new_id, progress_data, source
+from .events import (
+    encode_data,
+    encode_event,
+    event_bytes,
+    iso,
+    make_event,
+    new_id,
+    progress_data,
+    source,
+)
+from .eventsize import refuse
 from .publisher import Publisher, prepare
 from .resp import Pipeline
 from .store import Store, event_id, rewind_command
@@ -52,6 +63,7 @@ class _Entry:
     topic: str | None
     ts: float  # time.time() at the call: formatted in the publisher thread, not the caller's
     taken: bool = False
+    data_json: bytes | None = None  # `data` encoded where it was measured (not for progress)
 
 
 class Emitter:
@@ -65,6 +77,7 @@ class Emitter:
         history_size: int = 1000,
         history_ttl: int = 86400,
         history_max_bytes: int = 1024 * 1024,
+        max_event_bytes: int = 64 * 1024,
         buffer: int = 10_000,
         max_deliveries: int = 3,
         heartbeat: float = 15.0,
@@ -74,6 +87,7 @@ class Emitter:
         self._history_size = history_size
         self._history_ttl = history_ttl
         self._history_max_bytes = history_max_bytes
+        self.max_event_bytes = max_event_bytes
         self._bound = buffer
         self._max_deliveries = max_deliveries
         self._heartbeat = heartbeat
@@ -93,6 +107,7 @@ class Emitter:
         self._progress_waiting = 0  # progress entries in the queue: the droppable ones
         self._enqueued = 0
         self._completed = 0
+        self._refused = 0  # refusals the publisher thread has yet to count in Redis
         self._idle = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -113,9 +128,18 @@ class Emitter:
         user_id: str | None = None,
         topic: str | None = None,
     ) -> None:
-        """Validate now (ValueError), enqueue, return; transport errors never reach the caller."""
+        """Validate now (ValueError), enqueue, return; transport errors never reach the caller.
+
+        An event whose encoding is over `max_event_bytes` raises `EventTooLarge` (a
+        ValueError) naming its type, size and the limit; nothing of it is buffered.
+        """
         clean, chosen = prepare(type_, data, task_id, user_id, topic)
-        self._put(_Entry(type_, clean, task_id, user_id, chosen, time.time()))
+        data_json = encode_data(type_, clean)
+        size = event_bytes(type_, data_json, task_id, user_id)
+        if size > self.max_event_bytes:
+            self._count_refusal()
+            raise refuse(type_, size, self.max_event_bytes, task_id)
+        self._put(_Entry(type_, clean, task_id, user_id, chosen, time.time(), data_json=data_json))
 
     def progress(
         self,
@@ -125,7 +149,11 @@ class Emitter:
         message: str | None = None,
         user_id: str | None = None,
     ) -> None:
-        """Record a task's progress; replaces its previous progress if that is still waiting."""
+        """Record a task's progress; replaces its previous progress if that is still waiting.
+
+        Never too large: a long message is clipped (`events.MAX_TEXT_CHARS`), and the
+        smallest event limit holds the largest progress event.
+        """
         data = progress_data(current, total, message)
         ts = time.time()
         with self._lock:  # a forked child has its own (`_reset_in_child`)
@@ -170,12 +198,27 @@ class Emitter:
                 self._progress_waiting += 1
             if entry.task_id is not None:
                 self._last_of_task[entry.task_id] = entry
-            if self._thread is None:
+            if self._thread is None:  # `_wake`, inlined: this is the hot path
                 self._start()
             elif self._idle and self._loop is not None and self._wakeup is not None:
                 self._idle = False
                 with contextlib.suppress(RuntimeError):  # loop closed at interpreter exit
                     self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _count_refusal(self) -> None:
+        """Have the publisher thread count an event refused for its size (`/metrics`)."""
+        with self._lock:
+            self._refused += 1
+            self._wake()
+
+    def _wake(self) -> None:
+        """Start the publisher thread, or wake it if idle; called holding the lock."""
+        if self._thread is None:
+            self._start()
+        elif self._idle and self._loop is not None and self._wakeup is not None:
+            self._idle = False
+            with contextlib.suppress(RuntimeError):  # loop closed at interpreter exit
+                self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def _make_room(self) -> None:
         """Full buffer: drop the oldest waiting progress (never terminal or domain events)."""
@@ -199,7 +242,7 @@ class Emitter:
         self._queue = deque()
         self._last_of_task = {}
         self._progress_waiting = 0
-        self._enqueued = self._completed = 0
+        self._enqueued = self._completed = self._refused = 0
         self._running = set()
         self._thread = self._loop = self._wakeup = None
         self._idle = True
@@ -239,7 +282,7 @@ class Emitter:
         )
         broadcast = make_broadcast(self._broadcast_url)
         await broadcast.connect()
-        publisher = Publisher(store, broadcast)
+        publisher = Publisher(store, broadcast, max_event_bytes=self.max_event_bytes)
         loop = asyncio.get_running_loop()
         next_beat = loop.time()
         try:
@@ -248,6 +291,8 @@ class Emitter:
                     next_beat = loop.time() + self._heartbeat
                     with contextlib.suppress(Exception):  # Redis away: the next beat retries
                         await store.heartbeat(list(self._running))
+                if self._refused:
+                    await self._report_refused(store)
                 with self._lock:
                     batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
                     for entry in batch:
@@ -280,28 +325,30 @@ class Emitter:
             with contextlib.suppress(Exception):
                 await redis.aclose()
 
+    async def _report_refused(self, store: Store) -> None:
+        """Count refused events in Redis; while it is away they wait for the next round."""
+        with self._lock:
+            refused, self._refused = self._refused, 0
+        try:
+            await store.count("events_too_large", refused)
+        except Exception:  # noqa: BLE001 - Redis away: counted again with the next wake-up
+            with self._lock:
+                self._refused += refused
+
     async def _publish(self, publisher: Publisher, batch: list[_Entry]) -> None:
         """Store and publish, retrying with capped backoff: ids make retries idempotent."""
-        events = [
-            (
-                make_event(
-                    e.type,
-                    e.data,
-                    task_id=e.task_id,
-                    user_id=e.user_id,
-                    validated=True,
-                    ts=iso(e.ts),
-                ),
-                e.topic,
+        events = []
+        for e in batch:
+            event = make_event(
+                e.type, e.data, task_id=e.task_id, user_id=e.user_id, validated=True, ts=iso(e.ts)
             )
-            for e in batch
-        ]
+            events.append((event, encode_event(event, e.data_json), e.topic))
         mark = (self._mark, self._counted + 1)  # a retry keeps these counts
         self._counted += len(events)
         delay = BACKOFF_FIRST
         while True:
             try:
-                results = await publisher.publish_many(events, mark)
+                results = await publisher.publish_encoded(events, mark)
             except Exception as exc:  # noqa: BLE001 - Redis away: keep the batch, retry
                 metrics.COUNTS.publish_errors += 1
                 if self.connected:
@@ -355,6 +402,7 @@ def default() -> Emitter:
                     history_size=settings.history_size,
                     history_ttl=settings.history_ttl,
                     history_max_bytes=settings.history_max_bytes,
+                    max_event_bytes=settings.max_event_bytes,
                     buffer=settings.emit_buffer,
                     max_deliveries=settings.max_deliveries,
                     heartbeat=settings.heartbeat,

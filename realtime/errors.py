@@ -80,3 +80,23 @@ class Unavailable(TaskcastError):
     code = "unavailable"
     http_status = 503
     default_message = "a backing service is unreachable; retry shortly"
+
+
+class EventTooLarge(TaskcastError, ValueError):
+    """An event over `TASKCAST_MAX_EVENT_BYTES`, refused where it was emitted.
+
+    A `ValueError` too: `emit` raises ValueError for every event it refuses.
+    """
+
+    code = "event_too_large"
+    http_status = 413
+    default_message = "event too large"
+
+    def __init__(self, type_: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{type_} event of {size} bytes is over TASKCAST_MAX_EVENT_BYTES ({limit} bytes); "
+            "nothing was emitted"
+        )
+        self.type = type_
+        self.size = size
+        self.limit = limit

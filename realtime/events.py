@@ -6,10 +6,10 @@ import os
 import socket
 import time
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 TASK_TYPES: Final = (
     "task.queued",
@@ -50,6 +50,27 @@ DEFAULT_TOPIC: Final = {
 }
 
 
+# Text a task's lifecycle events carry (progress message, error, reason) is clipped to this
+# many characters, with a marker, rather than refused: a progress line or an error message is
+# for showing, and a task must not fail, or lose its terminal event, over a long one. Clipped,
+# every lifecycle event but `task.succeeded` fits in the smallest `TASKCAST_MAX_EVENT_BYTES`.
+MAX_TEXT_CHARS: Final = 1000
+# The largest integer JSON carries here (orjson's unsigned 64-bit range).
+MAX_JSON_INT: Final = 2**64 - 1
+
+
+def clip(text: str) -> str:
+    """`text` cut to `MAX_TEXT_CHARS` including a marker naming its full length (so clipping
+    again changes nothing)."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    marker = f"… [truncated from {len(text)} characters]"
+    return text[: MAX_TEXT_CHARS - len(marker)] + marker
+
+
+Text = Annotated[str, AfterValidator(clip)]
+
+
 class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,28 +80,38 @@ class _OpenData(BaseModel):
 
 
 class TaskQueued(_Data):
-    name: str | None = None
+    name: Text | None = None
 
 
 class TaskStarted(_Data):
-    name: str | None = None
-    attempt: int = 1
+    name: Text | None = None
+    attempt: int = Field(default=1, ge=1, le=MAX_JSON_INT)
 
 
 class TaskProgress(_Data):
-    current: int = Field(ge=0)
-    total: int = Field(ge=0)
+    current: int = Field(ge=0, le=MAX_JSON_INT)
+    total: int = Field(ge=0, le=MAX_JSON_INT)
     percent: float = Field(ge=0, le=100)
-    message: str | None = None
+    message: Text | None = None
+
+
+class ResultOmitted(_Data):
+    """Why `result` is null: the task's result was over the event limit (bytes, limit)."""
+
+    reason: Literal["too_large"] = "too_large"
+    bytes: int
+    limit: int
 
 
 class TaskSucceeded(_Data):
     result: Any = None
+    # Only when the result could not be sent: then `result` is null. Absent otherwise.
+    result_omitted: ResultOmitted | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ErrorInfo(_Data):
-    type: str
-    message: str
+    type: Text
+    message: Text
 
 
 class TaskFailed(_Data):
@@ -88,13 +119,13 @@ class TaskFailed(_Data):
 
 
 class TaskRetrying(_Data):
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_JSON_INT)
     error: ErrorInfo | None = None
     countdown: float | None = None
 
 
 class TaskCancelled(_Data):
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class OrderItem(_Data):
@@ -273,20 +304,73 @@ def make_event(
 
 
 def progress_data(current: int, total: int, message: str | None) -> dict[str, Any]:
-    """`task.progress` data with `percent` derived, checked without pydantic (hot path)."""
-    if isinstance(current, bool) or not isinstance(current, int) or current < 0:
-        raise ValueError("progress current must be a non-negative int")
-    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-        raise ValueError("progress total must be a non-negative int")
-    if message is not None and not isinstance(message, str):
-        raise ValueError("progress message must be a string")
+    """`task.progress` data with `percent` derived, checked without pydantic (hot path).
+
+    A message over `MAX_TEXT_CHARS` is clipped, so a progress event always fits the limit.
+    """
+    if (
+        isinstance(current, bool)
+        or not isinstance(current, int)
+        or not 0 <= current <= MAX_JSON_INT
+    ):
+        raise ValueError("progress current must be a non-negative int (64 bits at most)")
+    if isinstance(total, bool) or not isinstance(total, int) or not 0 <= total <= MAX_JSON_INT:
+        raise ValueError("progress total must be a non-negative int (64 bits at most)")
+    if message is not None:
+        if not isinstance(message, str):
+            raise ValueError("progress message must be a string")
+        if len(message) > MAX_TEXT_CHARS:
+            message = clip(message)
     percent = 100.0 if total == 0 else round(min(current, total) * 100.0 / total, 2)
     return {"current": current, "total": total, "percent": percent, "message": message}
 
 
-def encode_event(event: dict[str, Any]) -> bytes:
-    """The one JSON encoding of an event (orjson; compact, UTF-8)."""
-    return orjson.dumps(event)
+def encode_event(event: dict[str, Any], data_json: bytes | None = None) -> bytes:
+    """The one JSON encoding of an event (orjson; compact, UTF-8).
+
+    `data_json`: `encode_data(event["data"])` when the caller has it already (the emitter
+    measures it where the event is emitted), so `data` is not encoded twice.
+    """
+    if data_json is None:
+        return orjson.dumps(event)
+    return orjson.dumps({**event, "data": orjson.Fragment(data_json)})
+
+
+def encode_data(type_: str, data: dict[str, Any]) -> bytes:
+    """`data` as `encode_event` writes it; ValueError if JSON cannot carry it (a huge int)."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"data of {type_!r} cannot be sent as JSON: {exc}") from None
+
+
+# The envelope around `data`, as `encode_event` writes it, less its variable parts: the id
+# and the timestamp have fixed lengths; type, ids and source are added per event.
+_ENVELOPE_BYTES: Final = (
+    len(
+        orjson.dumps(
+            {"id": new_id(), "type": "", "ts": iso(0.0), "task_id": "", "user_id": "", "source": ""}
+        )
+    )
+    - len(b'""""""')
+    + len(b',"data":')
+)
+
+
+def event_bytes(type_: str, data_json: bytes, task_id: str | None, user_id: str | None) -> int:
+    """The length of the event's encoding from its encoded `data`, without encoding it again.
+
+    Exact: types and ids never need escaping (ids are checked before this), and the source's
+    JSON form is measured.
+    """
+    return (
+        _ENVELOPE_BYTES
+        + len(data_json)
+        + len(type_)
+        + (4 if task_id is None else len(task_id) + 2)
+        + (4 if user_id is None else len(user_id) + 2)
+        + len(orjson.dumps(source()))
+    )
 
 
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -51,6 +51,16 @@ _HELP = {
 # Filled by the hub at scrape time: connections, subscriptions, channels.
 GAUGES: dict[str, float] = {}
 
+# Counts every process adds to in Redis (`Store.count`), read at scrape time: a worker has
+# no `/metrics` of its own, so what it counts shows on every web node, as one total.
+SHARED: dict[str, int] = {}
+_SHARED_HELP = {
+    "events_too_large": (
+        "Events refused where they were emitted, over TASKCAST_MAX_EVENT_BYTES, by any "
+        "process (a total kept in Redis: the same on every node)"
+    ),
+}
+
 
 class Histogram:
     """A histogram for one event loop: `observe` is a bisect and two adds, no lock.
@@ -92,6 +102,8 @@ class _Collector(Collector):
             yield CounterMetricFamily(
                 f"taskcast_{f.name}", _HELP[f.name], value=getattr(COUNTS, f.name)
             )
+        for name, documentation in _SHARED_HELP.items():
+            yield CounterMetricFamily(f"taskcast_{name}", documentation, value=SHARED.get(name, 0))
         for name, value in GAUGES.items():
             yield GaugeMetricFamily(f"taskcast_{name}", f"Current {name} on this node", value=value)
         yield EVENT_AGE.family()

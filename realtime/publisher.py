@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+import contextlib
+from typing import Any, NoReturn, Protocol
 
 from . import metrics
 from .channels import TOPICS, valid_id
 from .events import DEFAULT_TOPIC, TASK_TYPES, encode_event, make_event, validate_data
+from .eventsize import refuse
 from .store import Store, Stored
 
 
@@ -64,9 +66,12 @@ class Publisher:
     publishing: one atomic step, so pub/sub carries each channel in seq order.
     """
 
-    def __init__(self, store: Store, broadcast: Publishes) -> None:
+    def __init__(
+        self, store: Store, broadcast: Publishes, *, max_event_bytes: int = 64 * 1024
+    ) -> None:
         self.store = store
         self.broadcast = broadcast
+        self.max_event_bytes = max_event_bytes
 
     async def emit(
         self,
@@ -77,13 +82,20 @@ class Publisher:
         user_id: str | None = None,
         topic: str | None = None,
     ) -> Stored:
-        """Validate, store and publish one event; raises on transport errors (callers retry)."""
+        """Validate, store and publish one event; raises on transport errors (callers retry).
+
+        An event over `max_event_bytes` raises `EventTooLarge`; nothing is stored.
+        """
         clean, chosen = prepare(type_, data, task_id, user_id, topic)
         event = make_event(type_, clean, task_id=task_id, user_id=user_id, validated=True)
         return await self.publish(event, chosen)
 
     async def publish(self, event: dict[str, Any], topic: str | None) -> Stored:
-        stored = await self.store.append(event, encode_event(event), topic)
+        """Store and publish one built event, refusing it (`EventTooLarge`) over the limit."""
+        encoded = encode_event(event)
+        if len(encoded) > self.max_event_bytes:
+            await self._refuse(event, len(encoded))
+        stored = await self.store.append(event, encoded, topic)
         await self._broadcast(stored.messages)
         metrics.COUNTS.emitted += 1
         return stored
@@ -93,13 +105,32 @@ class Publisher:
     ) -> list[Stored]:
         """Store a batch in one round trip, then publish it (pipelined by our backend).
 
-        `mark`: see `Store.append_many` (an emitter's in-order events).
+        `mark`: see `Store.append_many` (an emitter's in-order events). An event over
+        `max_event_bytes` raises `EventTooLarge` and nothing of the batch is stored.
         """
         encoded = [(e, encode_event(e), t) for e, t in batch]
-        results = await self.store.append_many(encoded, mark)
+        for event, raw, _ in encoded:
+            if len(raw) > self.max_event_bytes:
+                await self._refuse(event, len(raw))
+        return await self.publish_encoded(encoded, mark)
+
+    async def publish_encoded(
+        self,
+        batch: list[tuple[dict[str, Any], bytes, str | None]],
+        mark: tuple[str, int] | None = None,
+    ) -> list[Stored]:
+        """`publish_many` of events already encoded, and checked against the limit by the
+        caller (the emitter measures each where it is emitted)."""
+        results = await self.store.append_many(batch, mark)
         await self._broadcast([m for stored in results for m in stored.messages])
         metrics.COUNTS.emitted += len(batch)
         return results
+
+    async def _refuse(self, event: dict[str, Any], size: int) -> NoReturn:
+        """Count (best effort) and raise `EventTooLarge` for an event over the limit."""
+        with contextlib.suppress(Exception):  # Redis away: the refusal itself still stands
+            await self.store.count("events_too_large")
+        raise refuse(event["type"], size, self.max_event_bytes, event["task_id"])
 
     async def _broadcast(self, messages: list[tuple[str, str]]) -> None:
         if not messages or self.store.publishes:

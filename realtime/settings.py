@@ -8,6 +8,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_MIN = 32
+# A task's own events (their text clipped) always fit in the smallest event limit; the largest
+# stays well under what `realtime.Client` accepts in one frame (16 MiB).
+MIN_EVENT_BYTES = 16 * 1024
+MAX_EVENT_BYTES_CEILING = 8 * 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -27,7 +31,14 @@ class Settings(BaseSettings):
     history_ttl: int = Field(default=86400, ge=1, alias="TASKCAST_HISTORY_TTL")
     # History is bounded in bytes too, per channel: a few large events cannot fill Redis.
     history_max_bytes: int = Field(
-        default=1024 * 1024, ge=16 * 1024, alias="TASKCAST_HISTORY_MAX_BYTES"
+        default=1024 * 1024, ge=MIN_EVENT_BYTES, alias="TASKCAST_HISTORY_MAX_BYTES"
+    )
+    # The largest event anyone may emit, measured on its JSON (`events.event_bytes`).
+    max_event_bytes: int = Field(
+        default=64 * 1024,
+        ge=MIN_EVENT_BYTES,
+        le=MAX_EVENT_BYTES_CEILING,
+        alias="TASKCAST_MAX_EVENT_BYTES",
     )
     # Set by `taskcast up`: enables the demo sign-in and relaxes the secret check.
     embedded: bool = Field(default=False, alias="TASKCAST_EMBEDDED")
@@ -74,6 +85,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"TASKCAST_JWT_SECRET must be set to at least {DEV_SECRET_MIN} characters "
                 "(only the embedded default `taskcast up` generates one)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _event_fits(self) -> Settings:
+        # An event that can never be delivered must be refused when emitted, not accepted.
+        if self.outbound_max_bytes < 2 * self.max_event_bytes:
+            raise ValueError(
+                "TASKCAST_OUTBOUND_MAX_BYTES must be at least twice TASKCAST_MAX_EVENT_BYTES "
+                f"({2 * self.max_event_bytes}): a connection's queue must hold the largest event"
+            )
+        if self.history_max_bytes < self.max_event_bytes:
+            raise ValueError(
+                "TASKCAST_HISTORY_MAX_BYTES must be at least TASKCAST_MAX_EVENT_BYTES "
+                f"({self.max_event_bytes}): a channel's history must hold the largest event"
             )
         return self
 

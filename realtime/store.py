@@ -22,6 +22,7 @@ logger = logging.getLogger("taskcast.store")
 PREFIX = "tc:"
 RUNNING = PREFIX + "running"  # sorted set: running task id -> last sign of life (epoch s)
 QUEUED = PREFIX + "queued"  # sorted set: queued task id -> when it was queued (epoch s)
+SHARED_COUNTS = PREFIX + "stats"  # hash: counts every process adds to, shown in /metrics
 DEDUPE_TTL = 3600  # seconds a stored event id is remembered, so retries never duplicate
 
 # Store one event on every channel it targets, atomically, and with ARGV[20] = '1' also
@@ -595,6 +596,15 @@ class Store:
         return bool(
             await self.redis.set(f"{PREFIX}lock:{name}", holder, nx=True, px=int(ttl * 1000))
         )
+
+    async def count(self, name: str, amount: int = 1) -> None:
+        """Add to a count every process shares (workers have no `/metrics` of their own)."""
+        await self.redis.hincrby(SHARED_COUNTS, name, amount)
+
+    async def counts(self) -> dict[str, int]:
+        """The shared counts, for `/metrics`."""
+        raw = await self.redis.hgetall(SHARED_COUNTS)
+        return {_s(k): int(v) for k, v in raw.items()}
 
     async def task_owner(self, task_id: str) -> str | None:
         value = await self.redis.hget(f"{PREFIX}t:{task_id}", "owner")

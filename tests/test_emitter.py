@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -21,7 +22,9 @@ from realtime import emitter as emitter_module
 from realtime import metrics
 from realtime.backend import RedisBackend
 from realtime.emitter import Emitter
-from realtime.settings import Settings
+from realtime.errors import EventTooLarge
+from realtime.events import MAX_TEXT_CHARS
+from realtime.settings import Settings, get_settings
 from realtime.store import Message
 
 from .processes import RedisServer
@@ -177,6 +180,84 @@ def test_progress_after_other_events_keeps_their_order(
     assert types[0] == "task.started"
     assert types[-1] == "task.succeeded"
     assert set(types[1:-1]) == {"task.progress"}
+
+
+async def test_a_too_large_event_is_refused_at_the_call_site(
+    emitter: Emitter, sync_redis: redis.Redis, redis_url: str
+) -> None:
+    """An event over TASKCAST_MAX_EVENT_BYTES raises at once naming its type, size and the
+    limit; nothing of it is stored or published, and it is counted for /metrics."""
+    async with (
+        Broadcast(backend=RedisBackend(redis_url)) as broadcast,
+        broadcast.subscribe("user:big") as subscriber,
+    ):
+        with pytest.raises(EventTooLarge) as refused:
+            emitter.emit("notification", user_id="big", data={"title": "t", "blob": "a" * 100_000})
+        assert isinstance(refused.value, ValueError)
+        assert refused.value.size > 100_000
+        assert refused.value.limit == 65536
+        assert str(refused.value) == (
+            f"notification event of {refused.value.size} bytes is over "
+            "TASKCAST_MAX_EVENT_BYTES (65536 bytes); nothing was emitted"
+        )
+        emitter.emit("notification", user_id="big", data={"title": "small"})
+        with anyio.fail_after(10):
+            first = Message.parse((await subscriber.get()).message)
+    assert orjson.loads(first.frame)["event"]["data"]["title"] == "small"
+    assert await anyio.to_thread.run_sync(emitter.flush, 10.0)
+    assert [f["event"]["data"]["title"] for _, f in history(sync_redis, "user:big")] == ["small"]
+    assert sync_redis.hget("tc:stats", "events_too_large") == b"1"
+
+
+def test_refusals_are_logged_once_per_task_and_the_task_still_ends(
+    emitter: Emitter, sync_redis: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task refused again and again logs once (each refusal is still counted), and it can
+    still emit its terminal event afterwards."""
+    emitter.emit("task.started", data={}, task_id="t5", user_id="alice")
+    big = {"order_id": "o1", "changes": {"doc": "d" * 70_000}}
+    with caplog.at_level(logging.WARNING, logger="taskcast.emit"):
+        for _ in range(3):
+            with pytest.raises(EventTooLarge, match=r"order\.updated event of"):
+                emitter.emit("order.updated", data=big, task_id="t5")
+        with pytest.raises(EventTooLarge):
+            emitter.emit("order.updated", data=big, task_id="t6")
+    logged = [r.getMessage() for r in caplog.records if r.name == "taskcast.emit"]
+    assert len(logged) == 2
+    assert "task t5" in logged[0]
+    assert "task t6" in logged[1]
+    emitter.emit("task.succeeded", data={"result": "done"}, task_id="t5")
+    assert emitter.flush(timeout=10)
+    types = [f["event"]["type"] for _, f in history(sync_redis, "task:t5")]
+    assert types == ["task.started", "task.succeeded"]
+    assert sync_redis.hget("tc:t:t5", "status") == b"succeeded"
+    assert sync_redis.hget("tc:stats", "events_too_large") == b"4"
+
+
+def test_a_long_progress_message_is_clipped_not_refused(
+    emitter: Emitter, sync_redis: redis.Redis
+) -> None:
+    """self.progress() with a whole document as its message stores a clipped, marked message."""
+    emitter.emit("task.started", data={}, task_id="t7", user_id="alice")
+    emitter.progress("t7", 1, 2, message="p" * 5_000_000)
+    assert emitter.flush(timeout=10)
+    (_, frame) = history(sync_redis, "task:t7")[-1]
+    message = frame["event"]["data"]["message"]
+    marker = "… [truncated from 5000000 characters]"
+    assert message == "p" * (MAX_TEXT_CHARS - len(marker)) + marker
+    assert sync_redis.hget("tc:stats", "events_too_large") is None
+
+
+def test_the_limit_comes_from_the_settings(
+    default_emitter: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TASKCAST_MAX_EVENT_BYTES sets the limit of realtime.emit."""
+    monkeypatch.setenv("TASKCAST_MAX_EVENT_BYTES", str(20_000))
+    get_settings.cache_clear()
+    realtime.emit("notification", user_id="alice", data={"title": "x" * 19_000})
+    with pytest.raises(EventTooLarge, match=r"\(20000 bytes\)"):
+        realtime.emit("notification", user_id="alice", data={"title": "x" * 20_000})
+    assert realtime.flush(timeout=10)
 
 
 def run_in_child(body: Callable[[], bool], timeout: float = 15.0) -> int:

@@ -10,11 +10,16 @@ from typing import Any
 import orjson
 import pytest
 
+from realtime import events
 from realtime.events import (
     DATA_MODELS,
     EVENT_TYPES,
+    MAX_TEXT_CHARS,
     TERMINAL_TYPES,
+    clip,
+    encode_data,
     encode_event,
+    event_bytes,
     json_schema,
     make_event,
     new_id,
@@ -22,6 +27,7 @@ from realtime.events import (
     source,
     validate_data,
 )
+from realtime.settings import MIN_EVENT_BYTES
 
 # One valid `data` per type, and one bad `data` naming the field the error must mention.
 VALID: dict[str, dict[str, Any]] = {
@@ -184,3 +190,74 @@ def test_ids_and_source_are_fresh_in_a_forked_child() -> None:
     assert not set(child) & set(parent)
     assert child_source.endswith(f"/{pid}")  # events name the child process as their source
     assert source().endswith(f"/{os.getpid()}")
+
+
+@pytest.mark.parametrize("type_", sorted(VALID))
+@pytest.mark.parametrize(
+    ("task_id", "user_id"), [(None, None), ("t" * 128, None), (None, "u1"), ("t1", "u" * 128)]
+)
+def test_event_bytes_is_the_length_of_the_encoding(
+    type_: str, task_id: str | None, user_id: str | None
+) -> None:
+    """The size measured where an event is emitted is exactly the length of its encoding."""
+    data = validate_data(
+        type_, {**VALID[type_], **({"note": "é\n\x00"} if type_ == "notification" else {})}
+    )
+    data_json = encode_data(type_, data)
+    event = make_event(type_, data, task_id=task_id, user_id=user_id, validated=True)
+    assert encode_event(event, data_json) == encode_event(event)
+    assert event_bytes(type_, data_json, task_id, user_id) == len(encode_event(event))
+
+
+def test_long_lifecycle_text_is_clipped_with_a_marker() -> None:
+    """Progress messages, error texts and reasons over the limit are cut and marked, not refused."""
+    long = "x" * (MAX_TEXT_CHARS + 5)
+    marker = f"… [truncated from {MAX_TEXT_CHARS + 5} characters]"
+    marked = "x" * (MAX_TEXT_CHARS - len(marker)) + marker
+    assert clip(long) == marked
+    assert clip(marked) == marked
+    assert clip("short") == "short"
+    assert progress_data(1, 2, long)["message"] == marked
+    failed = validate_data("task.failed", {"error": {"type": long, "message": long}})
+    assert failed["error"] == {"type": marked, "message": marked}
+    assert validate_data("task.cancelled", {"reason": long})["reason"] == marked
+    assert (
+        validate_data("task.progress", {**VALID["task.progress"], "message": long})["message"]
+        == marked
+    )
+
+
+def test_domain_text_is_not_clipped() -> None:
+    """A notification's own text is what its emitter meant to send: kept whole (or refused)."""
+    long = "y" * (MAX_TEXT_CHARS * 3)
+    assert validate_data("notification", {"title": long, "message": long})["title"] == long
+
+
+def test_the_largest_progress_event_fits_the_smallest_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the longest ids, host name and numbers, and a message that JSON escapes 6x, a
+    progress event is under the smallest TASKCAST_MAX_EVENT_BYTES: progress is never refused."""
+    monkeypatch.setattr(events, "_SOURCE", ["h" * 255 + "/4194304"])
+    data = progress_data(2**64 - 1, 2**64 - 1, "\x00" * 10 * MAX_TEXT_CHARS)
+    event = make_event("task.progress", data, task_id="t" * 128, user_id="u" * 128, validated=True)
+    size = len(encode_event(event))
+    assert 6 * MAX_TEXT_CHARS < size <= MIN_EVENT_BYTES
+
+
+def test_data_json_cannot_carry_is_refused_at_once() -> None:
+    """Numbers past 64 bits are refused where emitted, not left to fail in the publisher thread."""
+    with pytest.raises(ValueError, match="64 bits"):
+        progress_data(2**64, 2**64, None)
+    with pytest.raises(ValueError, match="cannot be sent as JSON"):
+        encode_data("notification", validate_data("notification", {"title": "t", "n": 2**70}))
+    with pytest.raises(ValueError, match="attempt"):
+        validate_data("task.started", {"attempt": 2**64})
+
+
+def test_an_omitted_result_says_why_and_is_absent_otherwise() -> None:
+    """`result_omitted` appears only on a task.succeeded whose result was too large to send."""
+    assert validate_data("task.succeeded", {"result": 1}) == {"result": 1}
+    omitted = {"reason": "too_large", "bytes": 70000, "limit": 65536}
+    data = validate_data("task.succeeded", {"result": None, "result_omitted": omitted})
+    assert data == {"result": None, "result_omitted": omitted}

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from realtime import Emitter
+from realtime.errors import EventTooLarge
 
 from .processes import Web
 from .wsclient import WS
@@ -46,4 +47,26 @@ async def test_metrics_and_stats_count_what_the_node_relayed(
         user = {"Authorization": f"Bearer {token}"}
         assert (await http.get("/ws/stats", headers=user)).status_code == 403
         assert (await http.get("/ws/stats")).status_code == 401
+    await ws.close()
+
+
+async def test_an_emitter_refusal_shows_in_metrics_and_reaches_no_one(
+    web: Web, redis_url: str, make_token: Callable[..., str]
+) -> None:
+    """A too-large event refused in a worker is counted in every node's /metrics, and a
+    subscriber of its channel receives only the events that fit."""
+    token = make_token("lee")
+    ws = await WS.open(web.ws_url, token)
+    await ws.recv()
+    await ws.subscribe("user:lee")
+    emitter = Emitter(redis_url)
+    with pytest.raises(EventTooLarge, match=r"^notification event of \d+ bytes"):
+        emitter.emit("notification", data={"title": "t", "blob": "a" * 20_000_000}, user_id="lee")
+    emitter.emit("notification", data={"title": "fits"}, user_id="lee")
+    assert emitter.flush(10)
+    frame = await ws.recv_until(lambda f: f.get("type") == "event")
+    assert (frame["seq"], frame["event"]["data"]["title"]) == (1, "fits")
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        text = (await http.get("/metrics")).text
+    assert "taskcast_events_too_large_total 1.0" in text
     await ws.close()

@@ -32,11 +32,14 @@ from api.wsprotocol import (
 from realtime.backend import make_broadcast
 from realtime.connections import redis_client
 from realtime.publisher import Publisher
+from realtime.settings import MAX_EVENT_BYTES_CEILING
 from realtime.store import Store
 
 from .inprocess import served
 from .processes import Web, Worker
 from .wsclient import WS
+
+ALL = 1 << 30  # history bytes that keep every event a test emits
 
 pytestmark = pytest.mark.anyio
 
@@ -80,7 +83,10 @@ async def publisher(redis_url: str) -> AsyncIterator[Publisher]:
     redis = redis_client(redis_url)
     broadcast = make_broadcast(redis_url)
     await broadcast.connect()
-    yield Publisher(Store(redis), broadcast)
+    # Frames as large as a deployment may allow events to be (TASKCAST_MAX_EVENT_BYTES).
+    yield Publisher(
+        Store(redis, history_max_bytes=ALL), broadcast, max_event_bytes=MAX_EVENT_BYTES_CEILING
+    )
     await broadcast.disconnect()
     await redis.aclose()
 

@@ -10,6 +10,8 @@ from typing import Any
 from celery import signals
 
 from realtime import emitter
+from realtime.errors import EventTooLarge
+from realtime.events import clip
 
 from .task import TaskCancelled
 
@@ -19,10 +21,10 @@ TERMINAL_FLUSH_DEADLINE = 30.0  # a terminal event is stored before the task is 
 
 
 def error_info(exc: BaseException | None) -> dict[str, str]:
-    """Type and message of an exception, never a traceback."""
+    """Type and message of an exception (clipped, with a marker), never a traceback."""
     if exc is None:
         return {"type": "Error", "message": "task failed"}
-    return {"type": type(exc).__name__, "message": str(exc)[:500] or type(exc).__name__}
+    return {"type": type(exc).__name__, "message": clip(str(exc)) or type(exc).__name__}
 
 
 def _emit(type_: str, task_id: str, data: dict[str, Any]) -> None:
@@ -70,7 +72,16 @@ def _retrying(request: Any = None, reason: Any = None, **_: Any) -> None:
 
 @signals.task_success.connect
 def _succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
-    _emit("task.succeeded", sender.request.id, {"result": result})
+    """`task.succeeded` with the result; a result too large to send becomes null plus
+    `result_omitted` saying so, so the task still ends with exactly one terminal event."""
+    task_id = sender.request.id
+    try:
+        emitter.default().emit("task.succeeded", data={"result": result}, task_id=task_id)
+    except EventTooLarge as exc:
+        omitted = {"reason": "too_large", "bytes": exc.size, "limit": exc.limit}
+        _emit("task.succeeded", task_id, {"result": None, "result_omitted": omitted})
+    except Exception:
+        logger.exception("could not emit task.succeeded for %s", task_id)
     _wait_stored()
 
 

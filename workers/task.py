@@ -17,7 +17,10 @@ class TaskcastTask(Task):  # type: ignore[misc]
     """Every taskcast task: lifecycle events come from signals; progress from here."""
 
     def progress(self, current: int, total: int, message: str | None = None) -> None:
-        """Record progress (coalesced while waiting); raise TaskCancelled if the task ended."""
+        """Record progress (coalesced while waiting); raise TaskCancelled if the task ended.
+
+        A message over 1000 characters is clipped with a marker, never refused.
+        """
         task_id = self.request.id
         emit = emitter.default()
         if emit.is_closed(task_id):
@@ -29,5 +32,8 @@ class TaskcastTask(Task):  # type: ignore[misc]
         return emitter.default().is_closed(self.request.id)
 
     def emit(self, type_: str, data: dict[str, Any], **targets: Any) -> None:
-        """Emit a domain event of this task (routed to its task, owner and topic channels)."""
+        """Emit a domain event of this task (routed to its task, owner and topic channels).
+
+        Raises ValueError for bad data, `EventTooLarge` (one) over `TASKCAST_MAX_EVENT_BYTES`.
+        """
         emitter.default().emit(type_, data=data, task_id=self.request.id, **targets)
