@@ -24,6 +24,7 @@ class Node:
     publisher: Publisher
     sender: Celery
     node_id: str
+    process_hooks: bool = False  # a server of its own: hooks that reach past this app are on
 
 
 def get_node(request: Request) -> Node:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +32,54 @@ STATIC = Path(__file__).parent / "static"
 logger = logging.getLogger("taskcast.api")
 
 
+def route_path(scope: Scope) -> str:
+    """The path below the app's mount point (Starlette keeps the full path in `path`)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 class App(FastAPI):
-    """FastAPI whose `/ws` goes straight to its endpoint, past the whole middleware stack.
+    """FastAPI whose `/ws` goes straight to its endpoint, past its own middleware stack.
 
     A WebSocket lives for hours: every layer it passes through (telemetry, error handling,
     routing) is a coroutine frame held per connection, and a wrapper on every `send`.
+    `lifespan` is the node's start-up and shutdown, for a host app that mounts this one to
+    run (a mounted app's own lifespan never runs).
     """
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, lifespan: Lifespan, **options: Any) -> None:
+        super().__init__(lifespan=lifespan, **options)
+        self.lifespan = lifespan
         self.ws_endpoint = WebSocketEndpoint()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
+        if scope["type"] == "websocket" and route_path(scope) == "/ws":
             scope["app"] = self
             await self.ws_endpoint(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; settings are read when it starts unless given (tests pass their own)."""
+Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
+
+
+def realtime_app(settings: Settings | None = None, *, process_hooks: bool = False) -> App:
+    """taskcast's web side as an ASGI app to mount in yours: `/ws`, `/sse`, `/tasks/{id}`,
+    `/tasks/{id}/cancel`, `/healthz`, `/readyz`, `/metrics`, `/ws/stats`.
+
+    Mount it (`host.mount("/realtime", app)`) and run its `lifespan` in the host's
+    (`FastAPI(lifespan=app.lifespan)`, or `async with app.lifespan(host): ...` inside your
+    own). It changes nothing outside itself but keep tokens out of uvicorn's and taskcast's
+    log lines; `process_hooks` (the standalone web process) also redacts every logger, makes
+    full garbage collections walk only new objects, and ends `/sse` streams on SIGTERM.
+    """
+    app: App
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Any = None) -> AsyncIterator[None]:
         conf = settings or get_settings()
+        redaction.install(every_logger=process_hooks)
         redis = redis_client(conf.redis_url)
         store = Store(
             redis,
@@ -89,32 +112,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     publisher=publisher,
                     sender=sender(conf.redis_url),
                     node_id=node_id,
+                    process_hooks=process_hooks,
                 )
                 logger.info("node %s ready", node_id)
                 # Full collections walk only what is new: with many connections a walk of
                 # the whole heap stalls every socket on the node for a large part of a second.
-                collector = Collector()
-                collector.install()
+                collector = Collector() if process_hooks else None
+                if collector is not None:
+                    collector.install()
                 try:
                     yield
                 finally:
-                    collector.uninstall()
+                    if collector is not None:
+                        collector.uninstall()
                     for session in list(hub.sessions):
                         session.close_soon(WS_1012_SERVICE_RESTART, "server restarting")
         finally:
             await backend.disconnect()
             await redis.aclose()
 
-    redaction.install()  # uvicorn has configured logging by now; tokens never reach a log
-    app = App(title="taskcast", version="0.1.0", lifespan=lifespan)
+    app = App(lifespan, title="taskcast", version="0.1.0")
     app.add_middleware(BodyLimit)
     app.state.metrics = metrics.registry()
     errors.install(app)
-    app.include_router(orders.router)
-    app.include_router(inventory.router)
     app.include_router(tasks.router)
     app.include_router(ops.router)
     app.include_router(sse.router)
+    return app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The standalone web process (Procfile, `taskcast up`): the realtime app at `/` with the
+    process-wide hooks a server of its own wants, the demo's routes and the dashboard.
+
+    Settings are read when it starts unless given (tests pass their own).
+    """
+    app = realtime_app(settings, process_hooks=True)
+    app.include_router(orders.router)
+    app.include_router(inventory.router)
     app.include_router(auth.router)  # answers 404 unless embedded
 
     @app.get("/", include_in_schema=False)

@@ -150,7 +150,8 @@ class EventStream(Response):
             max_bytes=node.settings.outbound_max_bytes,
         )
         watcher = asyncio.create_task(watch_disconnect(), name=f"taskcast-sse-{session.id}")
-        _hook_shutdown()
+        if node.process_hooks:
+            _hook_shutdown()
         _streams.add(session)
         node.hub.add(session)
         try:

@@ -54,16 +54,17 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def install() -> None:
-    """Attach the filter to the loggers that print URLs and to every handler already set up.
+def install(every_logger: bool = True) -> None:
+    """Attach the filter to the loggers that print URLs (uvicorn's, taskcast's) and, with
+    `every_logger`, to every logger and handler already set up.
 
-    Idempotent; call it after logging is configured (uvicorn configures it before it loads
-    the app, so `create_app` is the right place).
+    Idempotent; call it after logging is configured (uvicorn configures it before it starts
+    the app, so the app's lifespan is the right place).
     """
     existing = [
         name
         for name, obj in logging.root.manager.loggerDict.items()
-        if isinstance(obj, logging.Logger)
+        if isinstance(obj, logging.Logger) and every_logger
     ]
     for name in sorted(set(LOGGERS) | set(existing)):
         logger = logging.getLogger(name)

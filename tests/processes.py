@@ -162,19 +162,27 @@ class Web(Process):
     """uvicorn serving the app, as the Procfile's `web` process does."""
 
     def __init__(
-        self, env: dict[str, str], log_dir: Path, name: str = "web", port: int | None = None
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        name: str = "web",
+        port: int | None = None,
+        factory: str = "api.main:create_app",
+        prefix: str = "",
+        protocols: bool = True,
     ) -> None:
         self.port = port or free_port()  # a restart test reuses the port clients know
         args = [
-            str(BIN / "uvicorn"), "--factory", "api.main:create_app",
+            str(BIN / "uvicorn"), "--factory", factory,
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--http", "api.wsprotocol:HttpProtocol",
-            "--ws", "api.wsprotocol:WebSocketProtocol", "--ws-max-size", "65536",
-            "--timeout-graceful-shutdown", "3",
+            "--ws-max-size", "65536", "--timeout-graceful-shutdown", "3",
         ]  # fmt: skip
+        if protocols:  # taskcast's own, as the Procfile runs it; else uvicorn's
+            args += ["--http", "api.wsprotocol:HttpProtocol"]
+            args += ["--ws", "api.wsprotocol:WebSocketProtocol"]
         super().__init__(name, args, env, log_dir)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self.url = f"http://127.0.0.1:{self.port}{prefix}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}{prefix}/ws"
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         def ready() -> bool:
