@@ -22,7 +22,7 @@ from realtime.protocol import WS_1012_SERVICE_RESTART
 from realtime.reaper import Reaper
 from workers.signatures import QUEUES, UNACKED, sender
 
-from . import auth, errors, inventory, ops, orders, sse, tasks
+from . import auth, errors, inventory, ops, orders, publish, sse, tasks
 from .collector import Collector
 from .deps import Node
 from .limits import BodyLimit
@@ -138,6 +138,7 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
     app.include_router(tasks.router)
     app.include_router(ops.router)
     app.include_router(sse.router)
+    app.include_router(publish.router)
     return app
 
 

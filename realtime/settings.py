@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     broadcast_url: str = Field(default="", alias="BROADCAST_URL")
     jwt_secret: SecretStr = Field(default=SecretStr(""), alias="TASKCAST_JWT_SECRET")
     allowed_origins: str = Field(default="", alias="TASKCAST_ALLOWED_ORIGINS")
+    # Keys of the server-to-server publish API (`X-API-Key`), comma separated so a key can be
+    # rotated: add the new one, move the publishers, drop the old. None: the API is off.
+    api_keys: SecretStr = Field(default=SecretStr(""), alias="TASKCAST_API_KEYS")
     history_size: int = Field(default=1000, ge=1, le=1_000_000, alias="TASKCAST_HISTORY_SIZE")
     history_ttl: int = Field(default=86400, ge=1, alias="TASKCAST_HISTORY_TTL")
     # History is bounded in bytes too, per channel: a few large events cannot fill Redis.
@@ -87,6 +90,18 @@ class Settings(BaseSettings):
                 "(only the embedded default `taskcast up` generates one)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _api_keys_strong(self) -> Settings:
+        if any(len(key) < DEV_SECRET_MIN for key in self.publish_keys()):
+            raise ValueError(
+                f"TASKCAST_API_KEYS: each key must be at least {DEV_SECRET_MIN} characters"
+            )
+        return self
+
+    def publish_keys(self) -> list[str]:
+        """The keys the publish API accepts (none: it is off)."""
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
     @model_validator(mode="after")
     def _event_fits(self) -> Settings:
