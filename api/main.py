@@ -16,10 +16,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
+from realtime.access import Access, load_policy
 from realtime.backend import make_backend, shares_redis
 from realtime.connections import redis_client
 from realtime.protocol import WS_1012_SERVICE_RESTART
 from realtime.reaper import Reaper
+from realtime.tokens import Verifier
 from workers.signatures import QUEUES, UNACKED, sender
 
 from . import auth, errors, inventory, ops, orders, sse, tasks
@@ -57,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conf = settings or get_settings()
+        verifier = Verifier(conf.token_rules())
+        policy = load_policy(conf.authorize) if conf.authorize else None
         redis = redis_client(conf.redis_url)
         store = Store(
             redis,
@@ -88,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     publisher=publisher,
                     sender=sender(conf.redis_url),
                     node_id=node_id,
+                    verifier=verifier,
+                    access=Access(store, policy),
                 )
                 logger.info("node %s ready", node_id)
                 # Full collections walk only what is new: with many connections a walk of
