@@ -27,6 +27,8 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(default="", alias="REDIS_URL")
     broadcast_url: str = Field(default="", alias="BROADCAST_URL")
+    # Celery's broker when it is not the store's Redis (e.g. `amqp://` for RabbitMQ).
+    broker_url: str = Field(default="", alias="TASKCAST_BROKER_URL")
     jwt_secret: SecretStr = Field(default=SecretStr(""), alias="TASKCAST_JWT_SECRET")
     # Tokens from an identity provider: the algorithms accepted (comma list), its public key
     # (PEM, or a path to one) or JWKS URL, the issuer and audience required, the claims that
@@ -80,7 +82,7 @@ class Settings(BaseSettings):
     # Seconds between keepalive comments on an idle `/sse` stream (proxies drop silent ones).
     sse_keepalive: float = Field(default=15.0, gt=0, alias="TASKCAST_SSE_KEEPALIVE")
 
-    @field_validator("redis_url", "broadcast_url")
+    @field_validator("redis_url", "broadcast_url", "broker_url")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
@@ -158,6 +160,11 @@ class Settings(BaseSettings):
     def broadcast(self) -> str:
         """The broadcaster URL: `BROADCAST_URL`, else `REDIS_URL`."""
         return self.broadcast_url or self.redis_url
+
+    @property
+    def broker(self) -> str:
+        """Celery's broker URL: `TASKCAST_BROKER_URL`, else `REDIS_URL`."""
+        return self.broker_url or self.redis_url
 
     @property
     def origins(self) -> frozenset[str]:
