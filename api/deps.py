@@ -10,7 +10,8 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from realtime import Hub, Principal, Publisher, Settings, Store
-from realtime.tokens import bearer, verify
+from realtime.access import Access
+from realtime.tokens import Verifier, bearer
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Node:
     publisher: Publisher
     sender: Celery
     node_id: str
+    verifier: Verifier
+    access: Access
     process_hooks: bool = False  # a server of its own: hooks that reach past this app are on
 
 
@@ -32,10 +35,9 @@ def get_node(request: Request) -> Node:
     return node
 
 
-def get_principal(request: Request, node: Annotated[Node, Depends(get_node)]) -> Principal:
+async def get_principal(request: Request, node: Annotated[Node, Depends(get_node)]) -> Principal:
     """The caller named by `Authorization: Bearer …`; `Unauthorized` (401) otherwise."""
-    token = bearer(request.headers.get("authorization"))
-    return verify(token, node.settings.jwt_secret.get_secret_value())
+    return await node.verifier.authenticate(bearer(request.headers.get("authorization")))
 
 
 NodeDep = Annotated[Node, Depends(get_node)]

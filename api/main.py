@@ -6,21 +6,25 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
 from realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
+from realtime.access import Access, load_policy
 from realtime.backend import make_backend, shares_redis
 from realtime.connections import redis_client
 from realtime.protocol import WS_1012_SERVICE_RESTART
-from realtime.reaper import Reaper
-from workers.signatures import QUEUES, UNACKED, sender
+from realtime.reaper import BrokerQueues, Reaper
+from realtime.tokens import Verifier
+from workers.signatures import redis_broker, sender
 
 from . import auth, errors, inventory, ops, orders, publish, sse, tasks
 from .collector import Collector
@@ -64,6 +68,21 @@ class App(FastAPI):
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 
 
+def _broker_queues(
+    celery: Celery, broker_url: str, redis_url: str, redis: Redis, closing: AsyncExitStack
+) -> BrokerQueues | None:
+    """What the reaper searches for queued tasks' messages; None (and a log line) if it can't."""
+    found = redis_broker(celery, broker_url)
+    if isinstance(found, str):
+        logger.warning("queued tasks are not checked against the broker: %s", found)
+        return None
+    if broker_url == redis_url:
+        return BrokerQueues(redis, found)
+    own = redis_client(broker_url)
+    closing.push_async_callback(own.aclose)
+    return BrokerQueues(own, found)
+
+
 def realtime_app(settings: Settings | None = None, *, process_hooks: bool = False) -> App:
     """taskcast's web side as an ASGI app to mount in yours: `/ws`, `/sse`, `/tasks/{id}`,
     `/tasks/{id}/cancel`, `/healthz`, `/readyz`, `/metrics`, `/ws/stats`.
@@ -80,6 +99,8 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
     async def lifespan(_: Any = None) -> AsyncIterator[None]:
         conf = settings or get_settings()
         redaction.install(every_logger=process_hooks)
+        verifier = Verifier(conf.token_rules())
+        policy = load_policy(conf.authorize) if conf.authorize else None
         redis = redis_client(conf.redis_url)
         store = Store(
             redis,
@@ -95,23 +116,24 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
         await backend.connect()
         try:
             publisher = Publisher(store, backend, max_event_bytes=conf.max_event_bytes)
-            reaper = Reaper(
-                publisher,
-                node_id,
-                conf.stale_after,
-                conf.queued_stale_after,
-                broker_lists=QUEUES,
-                broker_hashes=(UNACKED,),
-            )
-            async with Hub(backend, store) as hub, reaper:
+            celery = sender(conf.redis_url, conf.broker_url)
+            async with AsyncExitStack() as closing:
+                broker = _broker_queues(celery, conf.broker, conf.redis_url, redis, closing)
+                reaper = Reaper(
+                    publisher, node_id, conf.stale_after, conf.queued_stale_after, broker
+                )
+                hub = await closing.enter_async_context(Hub(backend, store))
+                await closing.enter_async_context(reaper)
                 app.state.node = Node(
                     settings=conf,
                     redis=redis,
                     store=store,
                     hub=hub,
                     publisher=publisher,
-                    sender=sender(conf.redis_url),
+                    sender=celery,
                     node_id=node_id,
+                    verifier=verifier,
+                    access=Access(store, policy),
                     process_hooks=process_hooks,
                 )
                 logger.info("node %s ready", node_id)

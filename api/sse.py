@@ -20,11 +20,10 @@ from fastapi import APIRouter, Header, Query
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from realtime import channels
-from realtime.errors import BadRequest, Forbidden, TaskcastError, TooManyConnections
+from realtime.errors import BadRequest, TaskcastError, TooManyConnections
 from realtime.protocol import WS_1012_SERVICE_RESTART, encode
 from realtime.session import Session
-from realtime.tokens import Principal, bearer, verify
+from realtime.tokens import Principal, bearer
 
 from .deps import Node, NodeDep
 
@@ -192,13 +191,8 @@ async def sse(
     last_event: Annotated[str | None, Header(alias="last-event-id")] = None,
 ) -> EventStream:
     """Subscribe to `channel` with the same token and permissions as `/ws`."""
-    principal = verify(token or bearer(authorization), node.settings.jwt_secret.get_secret_value())
-    parsed = channels.parse(channel)
-    owner = None
-    if parsed.kind == "task" and not principal.is_admin:
-        owner = await node.store.task_owner(parsed.id)
-    if not channels.may_subscribe(parsed, principal.user, principal.scopes, owner):
-        raise Forbidden(f"not allowed to subscribe to {parsed.name}")
+    principal = await node.verifier.authenticate(token or bearer(authorization))
+    parsed = await node.access.check(principal, channel)
     per_user = node.hub.connections_of(principal.user)
     if per_user >= node.settings.max_connections_per_user:
         raise TooManyConnections()

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from realtime import Principal
+from realtime import Principal, channels
 from realtime.channels import task_channel, valid_id
 from realtime.errors import Forbidden, NotFound, Unavailable
 from realtime.store import TERMINAL_STATUSES
@@ -42,10 +42,11 @@ async def start_task(node: Node, principal: Principal, name: str, kwargs: dict[s
 async def _owned(node: Node, principal: Principal, task_id: str) -> dict[str, Any]:
     if not valid_id(task_id):
         raise NotFound("unknown task")
-    owner, state = await node.store.task(task_id)
+    _, state = await node.store.task(task_id)
     if state is None:
         raise NotFound("unknown task")
-    if owner != principal.user and not principal.is_admin:
+    # Whoever may follow `task:<id>` may read and cancel it: the same rules as /ws and /sse.
+    if not await node.access.allowed(principal, channels.parse(task_channel(task_id))):
         raise Forbidden("this task belongs to another user")
     return state
 

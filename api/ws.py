@@ -18,10 +18,12 @@ from realtime.errors import (
     TooManyConnections,
     TooManySubscriptions,
     Unauthorized,
+    Unavailable,
 )
 from realtime.protocol import (
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
+    WS_1011_INTERNAL_ERROR,
     WS_4401_UNAUTHORIZED,
     WS_4429_FLOODING,
     ClientFrame,
@@ -31,7 +33,7 @@ from realtime.protocol import (
 )
 from realtime.ratelimit import TokenBucket
 from realtime.session import Session
-from realtime.tokens import Principal, bearer, verify
+from realtime.tokens import bearer
 
 from .deps import Node
 from .wsprotocol import EXTENSION as SEND_NOWAIT
@@ -94,10 +96,12 @@ class WebSocketEndpoint:
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
         try:
-            principal = verify(token, settings.jwt_secret.get_secret_value())
-        except Unauthorized as exc:
+            principal = await node.verifier.authenticate(token)
+        except (Unauthorized, Unavailable) as exc:
+            # Unavailable: the identity provider's keys could not be fetched; try again.
+            code = WS_4401_UNAUTHORIZED if isinstance(exc, Unauthorized) else WS_1011_INTERNAL_ERROR
             await send({"type": "websocket.send", "text": error_frame(exc.code, exc.message)})
-            await send({"type": "websocket.close", "code": WS_4401_UNAUTHORIZED})
+            await send({"type": "websocket.close", "code": code})
             return
         per_user = node.hub.connections_of(principal.user)
         if per_user >= settings.max_connections_per_user:
@@ -188,7 +192,7 @@ class WebSocketEndpoint:
             return
         assert frame.channel is not None
         try:
-            channel = channels.parse(frame.channel)
+            channel = node.access.channel(frame.channel)
         except TaskcastError as exc:
             raise exc.with_ref(frame.ref) from None
         if frame.op == "unsubscribe":
@@ -203,11 +207,7 @@ class WebSocketEndpoint:
     async def _subscribe(
         self, frame: ClientFrame, channel: channels.Channel, session: Session, node: Node
     ) -> None:
-        principal: Principal = session.principal
-        owner = None
-        if channel.kind == "task" and not principal.is_admin:
-            owner = await node.store.task_owner(channel.id)
-        if not channels.may_subscribe(channel, principal.user, principal.scopes, owner):
+        if not await node.access.allowed(session.principal, channel):
             raise Forbidden(f"not allowed to subscribe to {channel.name}").with_ref(frame.ref)
         if channel.name in session.subs:
             node.hub.unsubscribe(session, channel.name)  # a re-subscribe restarts the stream

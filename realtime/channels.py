@@ -1,4 +1,4 @@
-"""Channel names (`task:`, `user:`, `topic:`) and who may subscribe to each."""
+"""Channel names (`task:`, `user:`, `topic:`, and the app's own) and the built-in access rules."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from .errors import BadChannel
 TOPICS: Final = frozenset({"orders", "clients", "inventory", "notifications", "system"})
 # Ids are restricted so a channel name is safe in Redis keys, JSON and log lines.
 _ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
-Kind = Literal["task", "user", "topic"]
+# Names an app's policy may admit beyond the built-in kinds (`board:42`, `tenant:7:alerts`):
+# the same safe characters, plus `:` as a separator.
+_APP_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,139}")
+Kind = Literal["task", "user", "topic", "app"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +26,7 @@ class Channel:
 
     @property
     def name(self) -> str:
-        return f"{self.kind}:{self.id}"
+        return self.id if self.kind == "app" else f"{self.kind}:{self.id}"
 
     def __str__(self) -> str:
         return self.name
@@ -34,19 +37,28 @@ def valid_id(value: str) -> bool:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
-def parse(name: str) -> Channel:
-    """Parse `kind:id`, raising `BadChannel` for anything the contract does not name."""
+def parse(name: str, app_names: bool = False) -> Channel:
+    """Parse `kind:id`, raising `BadChannel` for anything the contract does not name.
+
+    With `app_names` (an app's policy decides access) any topic with a well-formed name and
+    any other safe name (`board:42`) is accepted too; `task:` and `user:` stay strict.
+    """
     if not isinstance(name, str) or len(name) > 140:
         raise BadChannel("channel must be a string like 'task:<id>'")
     kind, sep, ident = name.partition(":")
-    if not sep or kind not in ("task", "user", "topic"):
-        raise BadChannel("channel must start with 'task:', 'user:' or 'topic:'")
-    if kind == "topic":
-        if ident not in TOPICS:
+    if sep and kind in ("task", "user"):
+        if not valid_id(ident):
+            raise BadChannel(f"malformed {kind} id")
+        return Channel(kind, ident)  # type: ignore[arg-type]
+    if sep and kind == "topic" and (ident in TOPICS or (app_names and valid_id(ident))):
+        return Channel("topic", ident)
+    if not app_names:
+        if kind == "topic" and sep:
             raise BadChannel(f"unknown topic; expected one of {', '.join(sorted(TOPICS))}")
-    elif not valid_id(ident):
-        raise BadChannel(f"malformed {kind} id")
-    return Channel(kind, ident)  # type: ignore[arg-type]
+        raise BadChannel("channel must start with 'task:', 'user:' or 'topic:'")
+    if kind == "topic" or _APP_NAME.fullmatch(name) is None:
+        raise BadChannel("malformed channel name")
+    return Channel("app", name)
 
 
 def task_channel(task_id: str) -> str:
@@ -78,4 +90,6 @@ def may_subscribe(
         return channel.id == user
     if channel.kind == "task":
         return task_owner is not None and task_owner == user
-    return may_read_topic(scopes, channel.id)
+    if channel.kind == "topic":
+        return may_read_topic(scopes, channel.id)
+    return False  # an app's own channel: only its policy (or `admin`) admits anyone

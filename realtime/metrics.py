@@ -28,6 +28,7 @@ class Counters:
     rate_limited: int = 0
     gc_full_collections: int = 0
     gc_whole_heap_collections: int = 0
+    reaper_sweeps: int = 0
 
 
 COUNTS = Counters()
@@ -46,6 +47,7 @@ _HELP = {
     "rate_limited": "Client frames refused by the rate limit",
     "gc_full_collections": "Full garbage collections (on a web node: of what is new since)",
     "gc_whole_heap_collections": "Full garbage collections that walked the whole heap",
+    "reaper_sweeps": "Sweeps for tasks that can no longer end, done by this node",
 }
 
 # Filled by the hub at scrape time: connections, subscriptions, channels.

@@ -3,7 +3,9 @@
 Workers refresh their running tasks' heartbeat; a task whose worker died and whose message was
 not redelivered (or was redelivered to no one) would otherwise read `running` forever. A task
 `queued` for long whose message the broker no longer holds (a Redis broker can lose one popped
-by a worker that died before recording it) would otherwise read `queued` forever.
+by a worker that died before recording it) would otherwise read `queued` forever. That second
+check needs to see every place the broker may hold the message (`BrokerQueues`); where it
+cannot (a broker other than Redis), it is off, and a waiting task is never failed for waiting.
 """
 
 from __future__ import annotations
@@ -11,10 +13,60 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
+from . import metrics
 from .publisher import Publisher
 
 logger = logging.getLogger("taskcast.reaper")
+
+
+# Which of the task ids in ARGV[2..] appear in the broker's queue lists (the first ARGV[1] keys)
+# or its unacked hashes (the other keys): kombu messages carry `"id": "<task id>"` in headers.
+_HELD = """
+local nlists = tonumber(ARGV[1])
+local wanted, found = {}, {}
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local function look(item)
+  for id in string.gmatch(item, '"id": ?"([%w%-]+)"') do
+    if wanted[id] then found[#found + 1] = id; wanted[id] = nil end
+  end
+end
+for k = 1, #KEYS do
+  local items
+  if k <= nlists then items = redis.call('LRANGE', KEYS[k], 0, -1)
+  else items = redis.call('HVALS', KEYS[k]) end
+  for i = 1, #items do look(items[i]) end
+end
+return found
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisBroker:
+    """Where a Redis broker (kombu) keeps a task's message until it is acknowledged."""
+
+    url: str
+    lists: tuple[str, ...]  # every queue the tasks are routed to, one list per priority step
+    hashes: tuple[str, ...]  # messages delivered to a worker and not yet acknowledged
+
+
+class BrokerQueues:
+    """Searches a Redis broker's queue lists and unacked hash for the messages of tasks."""
+
+    def __init__(self, redis: Redis, broker: RedisBroker) -> None:
+        self.broker = broker
+        self._held = redis.register_script(_HELD)
+
+    async def held(self, task_ids: list[str]) -> set[str]:
+        """Which of `task_ids` the broker still holds. One pass over its keys, in Redis."""
+        if not task_ids:
+            return set()
+        lists, hashes = self.broker.lists, self.broker.hashes
+        found = await self._held(keys=[*lists, *hashes], args=[len(lists), *task_ids])
+        return {i.decode() if isinstance(i, bytes) else str(i) for i in found}
 
 
 class Reaper:
@@ -26,16 +78,14 @@ class Reaper:
         node_id: str,
         stale_after: float,
         queued_stale_after: float = 300.0,
-        broker_lists: tuple[str, ...] = ("celery",),
-        broker_hashes: tuple[str, ...] = ("unacked",),
+        broker: BrokerQueues | None = None,
     ) -> None:
         self.publisher = publisher
         self.store = publisher.store
         self.node_id = node_id
         self.stale_after = stale_after
         self.queued_stale_after = queued_stale_after
-        self.broker_lists = list(broker_lists)
-        self.broker_hashes = list(broker_hashes)
+        self.broker = broker  # None: queued tasks are not checked (never failed for waiting)
         self.interval = max(0.5, min(30.0, min(stale_after, queued_stale_after) / 4))
         self._task: asyncio.Task[None] | None = None
 
@@ -65,11 +115,13 @@ class Reaper:
             task_id: f"no sign of life for {self.stale_after:.0f}s: its worker was lost"
             for task_id in await self.store.stale(now - self.stale_after)
         }
-        waiting = await self.store.stale_queued(now - self.queued_stale_after)
-        held = await self.store.still_queued(waiting, self.broker_lists, self.broker_hashes)
-        for task_id in waiting:
-            if task_id not in held:
-                lost[task_id] = "its queue message was lost before a worker started it"
+        if self.broker is not None:
+            waiting = await self.store.stale_queued(now - self.queued_stale_after)
+            held = await self.broker.held(waiting)
+            await self.store.still_waiting(held)
+            for task_id in waiting:
+                if task_id not in held:
+                    lost[task_id] = "its queue message was lost before a worker started it"
         for task_id, message in lost.items():
             stored = await self.publisher.emit(
                 "task.failed",
@@ -79,4 +131,5 @@ class Reaper:
             if stored.status != "ok":
                 await self.store.forget_running(task_id)
             logger.warning("task %s failed: %s", task_id, message)
+        metrics.COUNTS.reaper_sweeps += 1
         return list(lost)

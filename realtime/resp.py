@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, cast
-from urllib.parse import unquote, urlparse
 
 import hiredis
+from redis.asyncio.connection import ConnectionPool, SSLConnection, UnixDomainSocketConnection
 
 TIMEOUT = 5.0  # a reply later than this means a dead link (redis-py's socket_timeout)
 
@@ -23,6 +25,41 @@ TIMEOUT = 5.0  # a reply later than this means a dead link (redis-py's socket_ti
 def command(*args: str | bytes | int | float) -> bytes:
     """One RESP command (array of bulk strings), packed by hiredis in C."""
     return bytes(hiredis.pack_command(cast(Any, args)))  # its stub types a 1-tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a Redis URL points and how to log in, exactly as redis-py reads the URL."""
+
+    host: str
+    port: int
+    path: str | None  # a unix socket
+    ssl: ssl.SSLContext | None
+    username: str | None
+    password: str | None
+    db: int
+
+
+@lru_cache(maxsize=16)
+def address(url: str) -> Address:
+    """Read `url` with redis-py itself, so a raw connection goes where its clients go.
+
+    The database (`/3` or `?db=3`, also on `unix://`), credentials, and `rediss://`'s
+    certificate options (`ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`,
+    `ssl_check_hostname`, ...) all mean what they mean to `redis.asyncio.Redis.from_url`.
+    """
+    conn = ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
+    context = conn.ssl_context.get() if isinstance(conn, SSLConnection) else None
+    path = conn.path if isinstance(conn, UnixDomainSocketConnection) else None
+    return Address(
+        host=getattr(conn, "host", "localhost"),
+        port=int(getattr(conn, "port", 6379)),
+        path=path,
+        ssl=context,
+        username=conn.username,
+        password=conn.password,
+        db=int(conn.db or 0),
+    )
 
 
 class _Stream(asyncio.Protocol):
@@ -59,24 +96,22 @@ class Connection:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
-        parts = urlparse(self.url)
+        where = address(self.url)
         opening: Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]
-        if parts.scheme == "unix":
-            opening = loop.create_unix_connection(lambda: _Stream(self), parts.path)
+        if where.path is not None:
+            opening = loop.create_unix_connection(lambda: _Stream(self), where.path)
         else:
-            context = ssl.create_default_context() if parts.scheme == "rediss" else None
-            host, port = parts.hostname or "127.0.0.1", parts.port or 6379
-            opening = loop.create_connection(lambda: _Stream(self), host, port, ssl=context)
+            opening = loop.create_connection(
+                lambda: _Stream(self), where.host, where.port, ssl=where.ssl
+            )
         transport, _ = await asyncio.wait_for(opening, self.connect_timeout)
         self._transport = transport
         setup: list[bytes] = []
-        if parts.password is not None:
-            user = unquote(parts.username) if parts.username else None
-            password = unquote(parts.password)
+        if where.password is not None:
+            user, password = where.username, where.password
             setup.append(command("AUTH", user, password) if user else command("AUTH", password))
-        database = parts.path.strip("/") if parts.scheme != "unix" else ""
-        if database and database != "0":
-            setup.append(command("SELECT", database))
+        if where.db:
+            setup.append(command("SELECT", where.db))
         if setup:
             self.write(b"".join(setup))
             async with asyncio.timeout(self.connect_timeout):

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .tokens import ALGORITHMS, HMAC_ALGORITHMS, TokenRules, check_public_key
 
 DEV_SECRET_MIN = 32
 # A task's own events (their text clipped) always fit in the smallest event limit; the largest
 # stays well under what `realtime.Client` accepts in one frame (16 MiB).
 MIN_EVENT_BYTES = 16 * 1024
 MAX_EVENT_BYTES_CEILING = 8 * 1024 * 1024
+_CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 class Settings(BaseSettings):
@@ -25,7 +31,25 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(default="", alias="REDIS_URL")
     broadcast_url: str = Field(default="", alias="BROADCAST_URL")
+    # Celery's broker when it is not the store's Redis (e.g. `amqp://` for RabbitMQ).
+    broker_url: str = Field(default="", alias="TASKCAST_BROKER_URL")
     jwt_secret: SecretStr = Field(default=SecretStr(""), alias="TASKCAST_JWT_SECRET")
+    # Tokens from an identity provider: the algorithms accepted (comma list), its public key
+    # (PEM, or a path to one) or JWKS URL, the issuer and audience required, the claims that
+    # carry the user id and the scopes (a list, or one space-separated string).
+    jwt_algorithms: str = Field(default="HS256", alias="TASKCAST_JWT_ALGORITHMS")
+    jwt_public_key: str = Field(default="", alias="TASKCAST_JWT_PUBLIC_KEY")
+    jwks_url: str = Field(default="", alias="TASKCAST_JWKS_URL")
+    jwt_issuer: str = Field(default="", alias="TASKCAST_JWT_ISSUER")
+    jwt_audience: str = Field(default="", alias="TASKCAST_JWT_AUDIENCE")
+    jwt_user_claim: str = Field(default="sub", min_length=1, alias="TASKCAST_JWT_USER_CLAIM")
+    jwt_scopes_claim: str = Field(default="scopes", min_length=1, alias="TASKCAST_JWT_SCOPES_CLAIM")
+    # Seconds a fetched key set is trusted / least time between refetches for unknown key ids.
+    jwks_cache_seconds: float = Field(default=300.0, gt=0, alias="TASKCAST_JWKS_CACHE_SECONDS")
+    jwks_cooldown: float = Field(default=30.0, ge=0, alias="TASKCAST_JWKS_COOLDOWN")
+    # `module:callable` deciding who may subscribe to what (realtime/access.py); unset: the
+    # built-in rules.
+    authorize: str = Field(default="", alias="TASKCAST_AUTHORIZE")
     allowed_origins: str = Field(default="", alias="TASKCAST_ALLOWED_ORIGINS")
     # Keys of the server-to-server publish API (`X-API-Key`), comma separated so a key can be
     # rotated: add the new one, move the publishers, drop the old. None: the API is off.
@@ -76,19 +100,50 @@ class Settings(BaseSettings):
     # Seconds between keepalive comments on an idle `/sse` stream (proxies drop silent ones).
     sse_keepalive: float = Field(default=15.0, gt=0, alias="TASKCAST_SSE_KEEPALIVE")
 
-    @field_validator("redis_url", "broadcast_url")
+    @field_validator("redis_url", "broadcast_url", "broker_url")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
 
+    @field_validator("authorize")
+    @classmethod
+    def _callable_path(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _CALLABLE.fullmatch(value):
+            raise ValueError("TASKCAST_AUTHORIZE must look like 'package.module:callable'")
+        return value
+
     @model_validator(mode="after")
-    def _secret_required(self) -> Settings:
+    def _token_keys(self) -> Settings:
+        algorithms = self.algorithms
+        unknown = [a for a in algorithms if a not in ALGORITHMS]
+        if not algorithms or unknown:
+            raise ValueError(
+                "TASKCAST_JWT_ALGORITHMS must list algorithms from "
+                f"{', '.join(sorted(ALGORITHMS))} (refused: {', '.join(unknown) or 'empty'})"
+            )
         secret = self.jwt_secret.get_secret_value()
-        if not self.embedded and len(secret) < DEV_SECRET_MIN:
+        hmac = any(a in HMAC_ALGORITHMS for a in algorithms)
+        if hmac and not self.embedded and len(secret) < DEV_SECRET_MIN:
             raise ValueError(
                 f"TASKCAST_JWT_SECRET must be set to at least {DEV_SECRET_MIN} characters "
                 "(only the embedded default `taskcast up` generates one)"
             )
+        asymmetric = [a for a in algorithms if a not in HMAC_ALGORITHMS]
+        if not asymmetric:
+            return self
+        if bool(self.jwt_public_key) == bool(self.jwks_url):
+            raise ValueError(
+                f"TASKCAST_JWT_ALGORITHMS allows {', '.join(asymmetric)}: set either "
+                "TASKCAST_JWT_PUBLIC_KEY or TASKCAST_JWKS_URL (one of them)"
+            )
+        if self.jwks_url and urlparse(self.jwks_url).scheme not in ("http", "https"):
+            raise ValueError("TASKCAST_JWKS_URL must be an http:// or https:// URL")
+        if self.jwt_public_key:
+            try:
+                check_public_key(self.public_key_pem, asymmetric)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"TASKCAST_JWT_PUBLIC_KEY: {exc}") from None
         return self
 
     @model_validator(mode="after")
@@ -119,9 +174,42 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def algorithms(self) -> tuple[str, ...]:
+        """`TASKCAST_JWT_ALGORITHMS` as a tuple."""
+        return tuple(a.strip() for a in self.jwt_algorithms.split(",") if a.strip())
+
+    @property
+    def public_key_pem(self) -> str:
+        """`TASKCAST_JWT_PUBLIC_KEY` itself when it is PEM, else the file it names."""
+        value = self.jwt_public_key.strip()
+        if not value or value.startswith("-----BEGIN"):
+            return value
+        return Path(value).expanduser().read_text()
+
+    def token_rules(self) -> TokenRules:
+        """How this process checks tokens."""
+        return TokenRules(
+            algorithms=self.algorithms,
+            secret=self.jwt_secret.get_secret_value(),
+            public_key=self.public_key_pem,
+            jwks_url=self.jwks_url,
+            issuer=self.jwt_issuer,
+            audience=self.jwt_audience,
+            user_claim=self.jwt_user_claim,
+            scopes_claim=self.jwt_scopes_claim,
+            jwks_cache_seconds=self.jwks_cache_seconds,
+            jwks_cooldown=self.jwks_cooldown,
+        )
+
+    @property
     def broadcast(self) -> str:
         """The broadcaster URL: `BROADCAST_URL`, else `REDIS_URL`."""
         return self.broadcast_url or self.redis_url
+
+    @property
+    def broker(self) -> str:
+        """Celery's broker URL: `TASKCAST_BROKER_URL`, else `REDIS_URL`."""
+        return self.broker_url or self.redis_url
 
     @property
     def origins(self) -> frozenset[str]:

@@ -261,26 +261,6 @@ return moved
 """
 )
 
-# Which of the task ids in ARGV[2..] appear in the broker's queue lists (the first ARGV[1] keys)
-# or its unacked hashes (the other keys): kombu messages carry `"id": "<task id>"` in headers.
-_HELD = """
-local nlists = tonumber(ARGV[1])
-local wanted, found = {}, {}
-for i = 2, #ARGV do wanted[ARGV[i]] = true end
-local function look(item)
-  for id in string.gmatch(item, '"id": ?"([%w%-]+)"') do
-    if wanted[id] then found[#found + 1] = id; wanted[id] = nil end
-  end
-end
-for k = 1, #KEYS do
-  local items
-  if k <= nlists then items = redis.call('LRANGE', KEYS[k], 0, -1)
-  else items = redis.call('HVALS', KEYS[k]) end
-  for i = 1, #items do look(items[i]) end
-end
-return found
-"""
-
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 STATUS_OF = {
     "task.queued": "queued",
@@ -416,7 +396,6 @@ class Store:
         self.max_deliveries = max_deliveries
         self._store = redis.register_script(_STORE)
         self._read = redis.register_script(_READ)
-        self._held = redis.register_script(_HELD)
 
     def _args(
         self,
@@ -575,21 +554,10 @@ class Store:
         ids = await self.redis.zrangebyscore(QUEUED, "-inf", before, start=0, num=limit)
         return [_s(i) for i in ids]
 
-    async def still_queued(
-        self, task_ids: list[str], lists: list[str], hashes: list[str]
-    ) -> set[str]:
-        """Which of `task_ids` the broker still holds (in a queue list or its unacked hash).
-
-        A Redis broker can lose a message (popped by a worker that died before recording it);
-        such a task would read `queued` forever. One pass over the broker's keys, in Redis.
-        """
-        if not task_ids:
-            return set()
-        found = await self._held(keys=[*lists, *hashes], args=[len(lists), *task_ids])
-        held = {_s(i) for i in found}
-        if held:  # still waiting in the broker: look again after another full period
-            await self.redis.zadd(QUEUED, dict.fromkeys(held, time.time()), xx=True)
-        return held
+    async def still_waiting(self, task_ids: set[str]) -> None:
+        """The broker still holds these queued tasks: look again after another full period."""
+        if task_ids:
+            await self.redis.zadd(QUEUED, dict.fromkeys(task_ids, time.time()), xx=True)
 
     async def lock(self, name: str, holder: str, ttl: float) -> bool:
         """A best-effort lease, so one node of many does a periodic job."""

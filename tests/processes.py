@@ -49,33 +49,76 @@ def redis_binary() -> str:
     return redis_server_binary()
 
 
-class RedisServer:
-    """A private redis-server on a free port; tests may stop and restart it."""
+def self_signed(folder: str) -> tuple[str, str, str]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key) paths."""
+    ca, ca_key = os.path.join(folder, "ca.crt"), os.path.join(folder, "ca.key")
+    cert, key = os.path.join(folder, "redis.crt"), os.path.join(folder, "redis.key")
+    csr, ext = os.path.join(folder, "redis.csr"), os.path.join(folder, "san.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for args in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=taskcast test CA", "-keyout", ca_key, "-out", ca],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", key, "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-days", "2", "-extfile", ext, "-out", cert],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    return ca, cert, key
 
-    def __init__(self, appendonly: bool = False) -> None:
+
+class RedisServer:
+    """A private redis-server on a free port; tests may stop and restart it.
+
+    `tls` serves TLS only (a CA made for the test signs its certificate); `unix` serves a
+    unix socket only.
+    """
+
+    def __init__(self, appendonly: bool = False, tls: bool = False, unix: bool = False) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="taskcast-redis-")
         self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls = self_signed(self.dir) if tls else None
+        self.socket = os.path.join(self.dir, "redis.sock") if unix else None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_for(0)
+
+    def url_for(self, db: int) -> str:
+        """The server's URL with database `db` (in the path, or the query for a socket)."""
+        if self.socket is not None:
+            return f"unix://{self.socket}?db={db}"
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/{db}?ssl_ca_certs={self.tls[0]}"
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> None:
         args = [
             redis_binary(),
-            "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", self.dir,
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--logfile", os.path.join(self.dir, "redis.log"),
         ]  # fmt: skip
+        if self.socket is not None:
+            args += ["--port", "0", "--unixsocket", self.socket]
+        elif self.tls is not None:
+            ca, cert, key = self.tls
+            args += [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca,
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        else:
+            args += ["--port", str(self.port)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:
-            wait_for(lambda: bool(client.ping()), 10, f"redis-server on port {self.port}")
+            wait_for(lambda: bool(client.ping()), 10, f"redis-server at {self.url}")
         finally:
             client.close()
 
@@ -101,8 +144,8 @@ class RedisServer:
             time.sleep(down_for)  # the outage itself is what the test injects, not a sync wait
         self.start()
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis.from_url(self.url_for(db), socket_timeout=5)
 
     def close(self) -> None:
         self.stop(kill=True)

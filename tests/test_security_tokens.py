@@ -75,7 +75,7 @@ def test_arbitrary_claims_verify_only_when_well_formed(claims: dict[str, object]
     assert principal.user == claims["sub"]
     assert isinstance(claims["exp"], int | float)
     assert claims["exp"] > time.time() - LEEWAY_SECONDS - 1
-    assert isinstance(claims.get("scopes", []), list)
+    assert isinstance(claims.get("scopes", []), list | str)  # a string: space-separated
 
 
 @FUZZ

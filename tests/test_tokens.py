@@ -54,7 +54,7 @@ def test_wrong_secret_is_refused() -> None:
         {"sub": "alice"},
         {"sub": "", "exp": 4102444800},
         {"sub": 42, "exp": 4102444800},
-        {"sub": "alice", "exp": 4102444800, "scopes": "admin"},
+        {"sub": "alice", "exp": 4102444800, "scopes": {"admin": True}},
         {"sub": "alice", "exp": 4102444800, "scopes": [1]},
     ],
 )

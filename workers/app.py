@@ -1,4 +1,5 @@
-"""The Celery app of taskcast workers: Redis broker, JSON only, late acks, prefetch 1."""
+"""The Celery app of taskcast workers: Redis (or `TASKCAST_BROKER_URL`) broker, JSON only, late
+acks, prefetch 1."""
 
 from __future__ import annotations
 
@@ -15,4 +16,8 @@ app = Celery(
     set_as_current=True,
 )
 # Read the environment when Celery configures itself, not at import.
-app.add_defaults(lambda: celery_config(get_settings().redis_url, get_settings().visibility_timeout))
+app.add_defaults(
+    lambda: celery_config(
+        get_settings().redis_url, get_settings().visibility_timeout, get_settings().broker_url
+    )
+)

@@ -2,22 +2,80 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Final
+from urllib.parse import quote, urlsplit
 
 from celery import Celery
+from kombu.transport.redis import Channel as RedisChannel
+from redis.connection import UnixDomainSocketConnection, parse_url
+
+from realtime.reaper import RedisBroker
 
 ORDERS_PROCESS: Final = "orders.process"
 INVENTORY_IMPORT: Final = "inventory.import"
 TASK_NAMES: Final = frozenset({ORDERS_PROCESS, INVENTORY_IMPORT})
-QUEUES: Final = ("celery",)  # the Redis lists our tasks wait in (Celery's default queue)
-UNACKED: Final = "unacked"  # kombu's hash of messages delivered to a worker, not yet acked
 
 
-def celery_config(redis_url: str, visibility_timeout: int = 3600) -> dict[str, Any]:
-    """Celery settings shared by the worker app and the API's sender."""
+_CERT_REQS: Final = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+
+
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+def redis_for_celery(redis_url: str) -> tuple[str, dict[str, Any] | None]:
+    """(URL, SSL options) meaning to kombu and Celery what `redis_url` means to redis-py.
+
+    kombu and Celery's backend each read Redis URLs their own way (no `?db=`, `rediss://`
+    refused without `ssl_cert_reqs`, unix sockets under another scheme), so the URL is read
+    once by redis-py and written out in the form both of them take.
+    """
+    options: dict[str, Any] = dict(parse_url(redis_url))  # type: ignore[no-untyped-call]
+    db = int(options.get("db") or 0)
+    user = quote(options.get("username") or "", safe="")
+    password = quote(options.get("password") or "", safe="")
+    login = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    if options.get("connection_class") is UnixDomainSocketConnection:
+        return f"redis+socket://{login}{options['path']}?virtual_host={db}", None
+    scheme = "rediss" if redis_url.strip().lower().startswith("rediss:") else "redis"
+    host = options.get("host", "localhost")
+    netloc = f"{login}[{host}]" if ":" in host else f"{login}{host}"
+    url = f"{scheme}://{netloc}:{options.get('port', 6379)}/{db}"
+    if scheme == "redis":
+        return url, None
+    tls = {key: value for key, value in options.items() if key.startswith("ssl_")}
+    reqs = tls.get("ssl_cert_reqs", "required")  # redis-py's default for rediss://
+    tls["ssl_cert_reqs"] = _CERT_REQS.get(reqs, reqs) if isinstance(reqs, str) else reqs
+    return url, tls
+
+
+def is_redis(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in REDIS_SCHEMES
+
+
+def celery_config(
+    redis_url: str, visibility_timeout: int = 3600, broker_url: str = ""
+) -> dict[str, Any]:
+    """Celery settings shared by the worker app and the API's sender.
+
+    Results always go to `redis_url`; the broker is `broker_url` when given (any broker
+    Celery supports), else the same Redis.
+    """
+    backend, backend_tls = redis_for_celery(redis_url) if redis_url else ("", None)
+    broker, broker_tls = broker_url or backend, None
+    if broker_url and is_redis(broker_url):
+        broker, broker_tls = redis_for_celery(broker_url)
+    elif not broker_url:
+        broker_tls = backend_tls
     return {
-        "broker_url": redis_url,
-        "result_backend": redis_url,
+        "broker_url": broker,
+        "result_backend": backend,
+        "broker_use_ssl": broker_tls,
+        "redis_backend_use_ssl": backend_tls,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -42,10 +100,48 @@ def celery_config(redis_url: str, visibility_timeout: int = 3600) -> dict[str, A
     }
 
 
-def sender(redis_url: str) -> Celery:
+def redis_broker(app: Celery, broker_url: str) -> RedisBroker | str:
+    """The Redis keys where `app`'s broker holds our tasks' messages, or why they are unknown.
+
+    Names come from kombu's Redis transport: one list per queue and priority step
+    (`<queue>\\x06\\x16<step>` above 0), the unacked hash, all under `global_keyprefix`.
+    The queues are Celery's default queue, the declared `task_queues` and every queue a
+    static `task_routes` entry names; a router function could send a task anywhere.
+    """
+    if not is_redis(broker_url):
+        scheme = urlsplit(broker_url).scheme or "unknown"
+        return f"the broker ({scheme}) is not Redis; its queues cannot be read without consuming"
+    conf = app.conf
+    queues = {str(conf.task_default_queue)}
+    queues.update(str(queue.name) for queue in conf.task_queues or ())
+    routes = conf.task_routes
+    for route in routes if isinstance(routes, list | tuple) else [routes] if routes else []:
+        if not isinstance(route, dict):
+            return "task_routes has a router function: the queue of a task is not known ahead"
+        for target in route.values():
+            queue = target if isinstance(target, str) else None  # {"orders.*": "orders"}
+            if isinstance(target, dict):
+                queue = target.get("queue")
+            if queue is None:
+                return "a task route names no queue: where its messages wait is not known"
+            queues.add(queue if isinstance(queue, str) else str(queue.name))
+    options = conf.broker_transport_options or {}
+    sep = options.get("sep", RedisChannel.sep)
+    steps = options.get("priority_steps", RedisChannel.priority_steps)
+    prefix = options.get("global_keyprefix", RedisChannel.global_keyprefix)
+    unacked = options.get("unacked_key", RedisChannel.unacked_key)
+    lists = [
+        prefix + q + (f"{sep}{step}" if step else "") for q in sorted(queues) for step in steps
+    ]
+    if not any(step == 0 for step in steps):
+        lists += [prefix + q for q in sorted(queues)]
+    return RedisBroker(broker_url, tuple(dict.fromkeys(lists)), (prefix + unacked,))
+
+
+def sender(redis_url: str, broker_url: str = "") -> Celery:
     """A producer-only Celery app: enqueues by name, never imports task bodies."""
     app = Celery("taskcast-sender", set_as_current=False)
-    app.conf.update(celery_config(redis_url))
+    app.conf.update(celery_config(redis_url, broker_url=broker_url))
     return app
 
 
