@@ -256,7 +256,7 @@ async () => {
   tc.addEventListener("reset", (ev) => resets.push(ev.detail.seq));
   tc.subscribe("user:u", (event, frame) => got.push(frame.seq));
   tc.connect();
-  await until(() => sockets[0].sent.length === 1);
+  await until(() => sockets.length === 1 && sockets[0].sent.length === 1);
   const first = sockets[0].sent[0];
   const event = (seq) => ({
     type: "event", channel: "user:u", seq, event: { type: "notification" } });
