@@ -557,6 +557,7 @@ var taskcast = (() => {
       __publicField(this, "view", null);
       __publicField(this, "client", null);
       __publicField(this, "follower", null);
+      __publicField(this, "watchState", null);
       __publicField(this, "root");
       this.root = this.attachShadow({ mode: "open" });
       this.root.innerHTML = `<style>${PROGRESS_STYLE}</style>${PROGRESS_HTML}`;
@@ -582,6 +583,10 @@ var taskcast = (() => {
       this.el("label").textContent = this.getAttribute("label") ?? "";
       if (!task) return;
       this.client = acquire(this.getAttribute("url") ?? defaultUrl, token);
+      const client = this.client;
+      this.watchState = () => this.setAttribute("connection", client.state);
+      client.addEventListener("state", this.watchState);
+      this.watchState();
       const options = {
         since: Number(this.getAttribute("since") ?? 0),
         onEvent: (frame) => this.seqs.push(frame.seq)
@@ -591,6 +596,7 @@ var taskcast = (() => {
     stop() {
       this.follower?.stop();
       this.follower = null;
+      if (this.watchState) this.client?.removeEventListener("state", this.watchState);
       if (this.client) release(this.client);
       this.client = null;
     }
@@ -636,11 +642,14 @@ ol { list-style: none; margin: 0; padding: 0; display: grid; gap: var(--taskcast
       this.client = acquire(this.getAttribute("url") ?? defaultUrl, token);
       for (const id of (this.getAttribute("tasks") ?? "").split(/\s+/).filter(Boolean)) this.add(id, "");
       if (user) {
-        const sub = this.client.subscribe(`user:${user}`, (event) => {
+        const onEvent = (event) => {
           if (event.task_id && !this.shown.has(event.task_id)) {
             const name = event.type === "task.queued" ? event.data.name ?? "" : "";
             this.add(event.task_id, name);
           }
+        };
+        const sub = this.client.subscribe(`user:${user}`, onEvent, {
+          onSubscribed: () => this.setAttribute("ready", "")
         });
         this.unsubscribe = () => sub.unsubscribe();
       }

@@ -5,11 +5,14 @@
 //   <taskcast-tasks token="…"></taskcast-tasks>
 //
 // Elements with the same `url` and `token` share one connection. The host element reflects
-// `status` and `percent` attributes (style `taskcast-progress[status=failed]`) and fires
+// `status`, `percent` and `connection` (the socket's state) attributes, e.g. for
+// `taskcast-progress[status=failed]`, sets `history-lost` when the server could not replay
+// everything (the view was reloaded from the task's state), and fires
 // `taskcast-change` with the task's view; inside, `part`s and CSS custom properties style it.
 
 import { Taskcast, type TokenSource } from "./client.js";
 import { type FollowOptions, type TaskFollower, followTask } from "./follow.js";
+import type { TaskcastEvent } from "./generated.js";
 import type { TaskView } from "./task.js";
 
 /** Where `/ws` is when an element has no `url`: set from the script's own origin. */
@@ -118,6 +121,7 @@ export class TaskcastProgress extends HTMLElement {
 
   private client: Taskcast | null = null;
   private follower: TaskFollower | null = null;
+  private watchState: (() => void) | null = null;
   private readonly root: ShadowRoot;
 
   constructor() {
@@ -151,6 +155,10 @@ export class TaskcastProgress extends HTMLElement {
     this.el("label").textContent = this.getAttribute("label") ?? "";
     if (!task) return;
     this.client = acquire(this.getAttribute("url") ?? defaultUrl, token);
+    const client = this.client;
+    this.watchState = () => this.setAttribute("connection", client.state);
+    client.addEventListener("state", this.watchState);
+    this.watchState();
     const options: FollowOptions = {
       since: Number(this.getAttribute("since") ?? 0),
       onEvent: (frame) => this.seqs.push(frame.seq),
@@ -161,6 +169,7 @@ export class TaskcastProgress extends HTMLElement {
   private stop(): void {
     this.follower?.stop();
     this.follower = null;
+    if (this.watchState) this.client?.removeEventListener("state", this.watchState);
     if (this.client) release(this.client);
     this.client = null;
   }
@@ -215,11 +224,15 @@ export class TaskcastTasks extends HTMLElement {
     this.client = acquire(this.getAttribute("url") ?? defaultUrl, token);
     for (const id of (this.getAttribute("tasks") ?? "").split(/\s+/).filter(Boolean)) this.add(id, "");
     if (user) {
-      const sub = this.client.subscribe(`user:${user}`, (event) => {
+      const onEvent = (event: TaskcastEvent) => {
         if (event.task_id && !this.shown.has(event.task_id)) {
           const name = event.type === "task.queued" ? (event.data.name ?? "") : "";
           this.add(event.task_id, name);
         }
+      };
+      // `ready` once the user channel is subscribed: every task started from then on shows
+      const sub = this.client.subscribe(`user:${user}`, onEvent, {
+        onSubscribed: () => this.setAttribute("ready", ""),
       });
       this.unsubscribe = () => sub.unsubscribe();
     }
