@@ -6,17 +6,24 @@ The pages' snippets come from docs/browser.md, so what the docs show is what run
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
+from realtime import Client
+from realtime.events import TERMINAL_TYPES
 from realtime.tokens import issue
 
 from .processes import ROOT, SECRET, RedisServer, Web, Worker, base_env, free_port
@@ -26,8 +33,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 DOCS = ROOT / "docs" / "browser.md"
 CLIENT = ROOT / "clients" / "js"
-IMPORT_ROWS = 2000  # 40 batches at STEP_DELAY: long enough to restart a node and Redis under it
+IMPORT_ROWS = 3000  # 60 batches at STEP_DELAY: long enough to restart a node and Redis under it
 STEP_DELAY = "0.2"
+TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
 def snippet(name: str) -> str:
@@ -166,9 +174,10 @@ class AppSite:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = pages.get(self.path)
-                kind = "text/html; charset=utf-8"
-                if body is None and self.path == "/favicon.ico":
+                path = self.path.split("?", 1)[0]
+                body = pages.get(path)
+                kind = TYPES.get(Path(path).suffix, "text/html; charset=utf-8")
+                if body is None and path == "/favicon.ico":
                     body, kind = b"", "image/x-icon"
                 self.send_response(200 if body is not None else 404)
                 self.send_header("Content-Type", kind)
@@ -187,6 +196,13 @@ class AppSite:
     def serve(self, path: str, html: str) -> str:
         self.pages[path] = html.encode()
         return self.origin + path
+
+    def serve_dir(self, prefix: str, directory: Path) -> str:
+        """Serve a built app's files under `prefix`; returns its index page's URL."""
+        for file in directory.rglob("*"):
+            if file.is_file():
+                self.pages[f"{prefix}/{file.relative_to(directory).as_posix()}"] = file.read_bytes()
+        return f"{self.origin}{prefix}/index.html"
 
     def close(self) -> None:
         self.server.shutdown()
@@ -300,3 +316,75 @@ def test_dashboard_outside_the_embedded_default_logs_no_console_error(
     assert not [r for r in responses if "/auth/demo" in r]
     assert not [r for r in responses if r.startswith(("4", "5"))], responses
     assert console.errors == []
+
+
+@pytest.fixture(scope="module")
+def react_example() -> Path:
+    """The React example, built with Vite from the package's source."""
+    subprocess.run(["npm", "run", "--silent", "build:example"], cwd=CLIENT, check=True, timeout=120)
+    return CLIENT / "examples" / "react" / "dist"
+
+
+def task_history(url: str, token: str, task_id: str) -> list[dict[str, Any]]:
+    """Every event frame of the task's channel, from the server's history."""
+
+    async def read() -> list[dict[str, Any]]:
+        frames: list[dict[str, Any]] = []
+        async with (
+            Client(url, token) as client,
+            client.subscribe(f"task:{task_id}", since=0) as sub,
+        ):
+            async for frame in sub:
+                frames.append(frame)
+                if frame["event"]["type"] in TERMINAL_TYPES:
+                    return frames
+        return frames
+
+    # Playwright's sync API holds this thread's event loop: read on a thread of its own
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(read(), 30)).result()
+
+
+@pytest.mark.timeout(120)
+def test_react_example_follows_a_task_through_node_and_redis_restarts(
+    tab: tuple[Page, Console], deployment: Deployment, site: AppSite, react_example: Path
+) -> None:
+    """The React example (Vite build) shows the connection, each step of a task exactly once
+    across a web node restart and a Redis restart, the final result, and the app's own toast."""
+    page, console = tab
+    _, token = user_token()
+    task_id = deployment.submit_import(token)
+    index = site.serve_dir("/react", react_example)
+    page.goto(
+        f"{index}?{urlencode({'server': deployment.web.url, 'token': token, 'task': task_id})}"
+    )
+    badge = page.locator(".connection")
+    card = page.locator("section.task")
+    expect(badge).to_have_attribute("data-state", "open")
+    expect(page.locator("ol.steps li").first).to_be_attached()
+
+    deployment.web.stop()
+    expect(badge).to_have_attribute("data-state", "reconnecting")
+    deployment.restart_web()
+    expect(badge).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    before = page.locator("ol.steps li").count()
+    deployment.restart_redis()
+    expect(page.locator("ol.steps li")).not_to_have_count(before)
+
+    expect(card).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
+    expect(card.locator(".percent")).to_have_text("100%")
+    expect(card.locator(".result")).to_contain_text(f'"rows":{IMPORT_ROWS}')
+    expect(card.locator(".lost")).to_have_count(0)
+    expect(page.locator(".toast")).to_contain_text("Inventory import finished")
+    shown = [
+        int(s)
+        for s in page.locator("ol.steps li").evaluate_all("els => els.map(e => e.dataset.seq)")
+    ]
+    steps = page.locator("ol.steps li").all_inner_texts()
+    history = task_history(deployment.web.url, token, task_id)
+    progress = [f for f in history if f["event"]["type"] == "task.progress"]
+    assert shown == [f["seq"] for f in progress], "a step was missed, repeated or out of order"
+    assert steps == [f["event"]["data"]["message"] or "" for f in progress]
+    screenshot(page, "react-example-succeeded")
+    outage = "failed: Error in connection establishment: net::ERR_CONNECTION_REFUSED"
+    assert [e for e in console.errors if outage not in e] == []

@@ -238,7 +238,7 @@ var taskcast = (() => {
     async refresh() {
       const ws = this.ws;
       const token = await this.resolveToken();
-      if (!token || ws !== this.ws || this.state !== "open") return;
+      if (!token || token === this.usedToken || ws !== this.ws || this.state !== "open") return;
       this.refreshRef = `r${++this.refs}`;
       this.usedToken = token;
       this.send({ op: "refresh", token, ref: this.refreshRef });

@@ -212,7 +212,7 @@ var Taskcast = class extends EventTarget {
   async refresh() {
     const ws = this.ws;
     const token = await this.resolveToken();
-    if (!token || ws !== this.ws || this.state !== "open") return;
+    if (!token || token === this.usedToken || ws !== this.ws || this.state !== "open") return;
     this.refreshRef = `r${++this.refs}`;
     this.usedToken = token;
     this.send({ op: "refresh", token, ref: this.refreshRef });

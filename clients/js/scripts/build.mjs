@@ -13,7 +13,7 @@ const banner = (what) =>
   `// ${what}\n// Built from clients/js (npm run build); do not edit by hand.`;
 
 rmSync(`${root}/dist`, { recursive: true, force: true });
-execFileSync(process.execPath, [`${root}/node_modules/typescript/bin/tsc`, "-p", root], {
+execFileSync(process.execPath, [`${root}/node_modules/typescript/bin/tsc`, "-p", `${root}/tsconfig.build.json`], {
   stdio: "inherit",
 });
 

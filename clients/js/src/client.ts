@@ -311,7 +311,8 @@ export class Taskcast extends EventTarget {
   async refresh(): Promise<void> {
     const ws = this.ws;
     const token = await this.resolveToken();
-    if (!token || ws !== this.ws || this.state !== "open") return;
+    // Nothing newer than the connection's token: it stands until it expires (then 4401).
+    if (!token || token === this.usedToken || ws !== this.ws || this.state !== "open") return;
     this.refreshRef = `r${++this.refs}`;
     this.usedToken = token;
     this.send({ op: "refresh", token, ref: this.refreshRef });
