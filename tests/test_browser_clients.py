@@ -388,3 +388,62 @@ def test_react_example_follows_a_task_through_node_and_redis_restarts(
     screenshot(page, "react-example-succeeded")
     outage = "failed: Error in connection establishment: net::ERR_CONNECTION_REFUSED"
     assert [e for e in console.errors if outage not in e] == []
+
+
+def example_region(name: str) -> str:
+    """The lines between `// snippet: name` and `// end snippet` in the React example."""
+    text = (CLIENT / "examples" / "react" / "main.tsx").read_text()
+    found = re.search(rf"// snippet: {re.escape(name)}\n(.*?)// end snippet", text, re.DOTALL)
+    assert found, f"the React example has no snippet {name!r}"
+    return found.group(1)
+
+
+@pytest.mark.timeout(30)
+def test_docs_react_snippets_are_the_example_that_runs() -> None:
+    """The React code docs/browser.md shows is the example app's code, which the e2e runs."""
+    for name in ("react-task", "react-toasts"):
+        assert snippet(name) == example_region(name)
+
+
+@pytest.mark.timeout(60)
+def test_docs_package_snippet_follows_a_task(
+    tab: tuple[Page, Console], deployment: Deployment
+) -> None:
+    """The package snippet of docs/browser.md, run as written on a page of the taskcast
+    server, shows the connection, follows an order to its end and feeds the orders topic."""
+    page, console = tab
+    token = issue(SECRET, f"buyer-{uuid.uuid4().hex[:8]}", ("topic:orders",), ttl=3600)
+    page.goto(deployment.web.url + "/")
+    # a module's static imports, as dynamic ones, so the snippet runs inside page.evaluate
+    code = re.sub(
+        r'^import \{([^}]*)\} from "([^"]+)";.*$',
+        r'const {\1} = await import("\2");',
+        snippet("package"),
+        flags=re.MULTILINE,
+    )
+    page.evaluate(
+        """async ([token, code]) => {
+          const seen = (window.snippetSeen = { states: [], tasks: [], feed: [] });
+          const helpers = {
+            getToken: () => token,
+            showConnection: (state) => seen.states.push(state),
+            render: (task) => seen.tasks.push(task),
+            addToFeed: (event) => seen.feed.push(event.type),
+          };
+          window.snippetRun = (taskId) =>
+            new Function(...Object.keys(helpers), "taskId", `return (async () => { ${code} })()`)(
+              ...Object.values(helpers), taskId);
+        }""",
+        [token, code],
+    )
+    task_id = deployment.submit_order(token)
+    page.evaluate("taskId => window.snippetRun(taskId)", task_id)
+    page.wait_for_function("window.snippetSeen.tasks.at(-1)?.status === 'succeeded'")
+    seen: dict[str, Any] = page.evaluate("window.snippetSeen")
+    assert seen["states"][:2] == ["connecting", "open"]
+    last = seen["tasks"][-1]
+    assert last["percent"] == 100
+    assert last["result"]["status"] == "shipped"
+    assert last["historyLost"] is False
+    assert "order.created" in seen["feed"]
+    assert console.errors == []

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // Generate TypeScript types from taskcast's JSON Schema (`taskcast schema`).
 //
 //   node scripts/types.mjs <schema.json> <out.ts>
