@@ -569,7 +569,7 @@ var taskcast = (() => {
       this.stop();
     }
     attributeChangedCallback(_name, old, value) {
-      if (old !== value && this.isConnected) {
+      if (old !== value && this.client) {
         this.stop();
         this.start();
       }
@@ -578,6 +578,7 @@ var taskcast = (() => {
       return this.root.querySelector(`[part=${name}]`);
     }
     start() {
+      if (this.client) return;
       const task = this.getAttribute("task");
       const token = this.tokenSource ?? this.getAttribute("token");
       this.el("label").textContent = this.getAttribute("label") ?? "";
@@ -637,6 +638,7 @@ ol { list-style: none; margin: 0; padding: 0; display: grid; gap: var(--taskcast
       this.empty = root.querySelector("p");
     }
     connectedCallback() {
+      if (this.client) return;
       const token = this.tokenSource ?? this.getAttribute("token");
       const user = this.getAttribute("user") ?? (typeof token === "string" ? tokenSubject(token) : null);
       this.client = acquire(this.getAttribute("url") ?? defaultUrl, token);

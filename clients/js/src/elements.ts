@@ -139,7 +139,8 @@ export class TaskcastProgress extends HTMLElement {
   }
 
   attributeChangedCallback(_name: string, old: string | null, value: string | null): void {
-    if (old !== value && this.isConnected) {
+    // Only a running element restarts: an upgrade reports every attribute before it connects.
+    if (old !== value && this.client) {
       this.stop();
       this.start();
     }
@@ -150,6 +151,7 @@ export class TaskcastProgress extends HTMLElement {
   }
 
   private start(): void {
+    if (this.client) return;
     const task = this.getAttribute("task");
     const token = this.tokenSource ?? this.getAttribute("token");
     this.el("label").textContent = this.getAttribute("label") ?? "";
@@ -219,6 +221,7 @@ export class TaskcastTasks extends HTMLElement {
   }
 
   connectedCallback(): void {
+    if (this.client) return;
     const token = this.tokenSource ?? this.getAttribute("token");
     const user = this.getAttribute("user") ?? (typeof token === "string" ? tokenSubject(token) : null);
     this.client = acquire(this.getAttribute("url") ?? defaultUrl, token);
