@@ -249,7 +249,7 @@ def test_progress_element_follows_a_task_through_node_and_redis_restarts(
     expect(element).to_have_attribute("connection", "open", timeout=WAIT_MS)
     before = int(element.get_attribute("percent") or 0)
     deployment.restart_redis()
-    expect(element).not_to_have_attribute("percent", str(before))
+    expect(element).not_to_have_attribute("percent", str(before), timeout=WAIT_MS)
 
     expect(element).to_have_attribute("status", "succeeded", timeout=WAIT_MS)
     expect(element).to_have_attribute("percent", "100")
@@ -369,7 +369,7 @@ def test_react_example_follows_a_task_through_node_and_redis_restarts(
     expect(badge).to_have_attribute("data-state", "open", timeout=WAIT_MS)
     before = page.locator("ol.steps li").count()
     deployment.restart_redis()
-    expect(page.locator("ol.steps li")).not_to_have_count(before)
+    expect(page.locator("ol.steps li")).not_to_have_count(before, timeout=WAIT_MS)
 
     expect(card).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
     expect(card.locator(".percent")).to_have_text("100%")
