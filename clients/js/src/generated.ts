@@ -127,6 +127,15 @@ data: TaskSucceeded
 }
 export interface TaskSucceeded {
 result?: unknown
+result_omitted?: (ResultOmitted | null)
+}
+/**
+ * Why `result` is null: the task's result was over the event limit (bytes, limit).
+ */
+export interface ResultOmitted {
+reason?: "too_large"
+bytes: number
+limit: number
 }
 export interface TaskFailedEvent {
 id: string
