@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
@@ -28,11 +28,12 @@ from workers.signatures import redis_broker, sender
 
 from . import auth, errors, inventory, ops, orders, publish, sse, tasks
 from .collector import Collector
-from .deps import Node
+from .deps import Node, NodeDep
 from .limits import BodyLimit
 from .ws import WebSocketEndpoint
 
 STATIC = Path(__file__).parent / "static"
+DEMO_FLAG = 'content="demo-sign-in"'  # index.html's <meta name="taskcast-demo">, set per node
 logger = logging.getLogger("taskcast.api")
 
 
@@ -175,9 +176,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inventory.router)
     app.include_router(auth.router)  # answers 404 unless embedded
 
+    # The page learns from the server whether demo sign-in exists, so it never probes for it.
+    page = (STATIC / "index.html").read_text()
+    pages = {
+        demo: page.replace(DEMO_FLAG, f'content="{"on" if demo else "off"}"')
+        for demo in (True, False)
+    }
+
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+    async def index(node: NodeDep) -> HTMLResponse:
+        return HTMLResponse(pages[node.settings.embedded])
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from . import embedded
 from .client import Client, Frame
 from .errors import TaskcastError, Unauthorized
+from .schema import json_schema as wire_schema
 from .tokens import issue
 
 app = typer.Typer(
@@ -248,6 +249,12 @@ def token(
     if secret is None:
         fail("set TASKCAST_JWT_SECRET, or run `taskcast up` in this folder first")
     typer.echo(issue(secret, user, scope or (), ttl=ttl))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of every frame, op and event type (for generating client types)."""
+    typer.echo(json.dumps(wire_schema(), indent=2))
 
 
 # --- HTTP commands -----------------------------------------------------------------------

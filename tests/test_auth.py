@@ -58,3 +58,12 @@ def test_demo_sign_in_does_not_exist_outside_embedded(deployed: httpx.Client) ->
     reply = deployed.post("/auth/demo", json={"user": "alice"})
     assert reply.status_code == 404
     assert "token" not in reply.text
+
+
+def test_page_says_whether_demo_sign_in_exists(
+    embedded: httpx.Client, deployed: httpx.Client
+) -> None:
+    """The dashboard page carries the demo sign-in flag, so it never has to probe /auth/demo."""
+    flag = '<meta name="taskcast-demo" content="{}">'
+    assert flag.format("on") in embedded.get("/").text
+    assert flag.format("off") in deployed.get("/").text

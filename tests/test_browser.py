@@ -256,7 +256,7 @@ async () => {
   tc.addEventListener("reset", (ev) => resets.push(ev.detail.seq));
   tc.subscribe("user:u", (event, frame) => got.push(frame.seq));
   tc.connect();
-  await until(() => sockets[0].sent.length === 1);
+  await until(() => sockets.length === 1 && sockets[0].sent.length === 1);
   const first = sockets[0].sent[0];
   const event = (seq) => ({
     type: "event", channel: "user:u", seq, event: { type: "notification" } });
@@ -307,3 +307,24 @@ def test_client_with_a_bad_token_is_signed_out(page: Page, stack: Stack) -> None
         }"""
     )
     assert state == "signed-out"
+
+
+@pytest.mark.timeout(60)
+def test_embedded_dashboard_logs_no_console_error(browser: Browser, stack: Stack) -> None:
+    """In the embedded default the dashboard offers demo sign-in, runs an order to the end, and
+    the browser logs no error and gets no 4xx/5xx (the favicon included)."""
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    tab.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+    tab.goto(stack.web.url + "/")
+    expect(tab.locator("#token-signin")).to_be_hidden()
+    sign_in(tab, f"demo-{uuid.uuid4().hex[:8]}")
+    task_id = submit_order(tab, "c1")
+    expect(task_row(tab, task_id)).to_have_attribute("data-status", "succeeded")
+    assert tab.evaluate("document.querySelector('link[rel=icon]').href").endswith("favicon.svg")
+    context.close()
+    assert errors == []

@@ -49,18 +49,14 @@ function mayRead(topic) {
   return scopes.includes("admin") || scopes.includes("topic:*") || scopes.includes(`topic:${topic}`);
 }
 
-async function showSignIn(message = "") {
+function showSignIn(message = "") {
   $("#app").hidden = true;
   $("#whoami").hidden = true;
   $("#signout").hidden = true;
   $("#signin").hidden = false;
   $("#signin-error").textContent = message;
-  let demo = false;
-  try {
-    demo = (await fetch("/auth/demo")).ok;
-  } catch {
-    demo = false;
-  }
+  // The server says whether demo sign-in exists (the embedded default), so no probe is needed.
+  const demo = document.querySelector("meta[name=taskcast-demo]")?.content === "on";
   $("#demo-signin").hidden = !demo;
   $("#token-signin").hidden = demo;
 }

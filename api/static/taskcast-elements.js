@@ -1,0 +1,694 @@
+// taskcast-elements.js: <taskcast-progress> and <taskcast-tasks>, one <script> tag.
+// Built from clients/js (npm run build); do not edit by hand.
+"use strict";
+var taskcast = (() => {
+  var __defProp = Object.defineProperty;
+  var __getOwnPropDesc = Object.getOwnPropertyDescriptor;
+  var __getOwnPropNames = Object.getOwnPropertyNames;
+  var __hasOwnProp = Object.prototype.hasOwnProperty;
+  var __defNormalProp = (obj, key, value) => key in obj ? __defProp(obj, key, { enumerable: true, configurable: true, writable: true, value }) : obj[key] = value;
+  var __export = (target, all) => {
+    for (var name in all)
+      __defProp(target, name, { get: all[name], enumerable: true });
+  };
+  var __copyProps = (to, from, except, desc) => {
+    if (from && typeof from === "object" || typeof from === "function") {
+      for (let key of __getOwnPropNames(from))
+        if (!__hasOwnProp.call(to, key) && key !== except)
+          __defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable });
+    }
+    return to;
+  };
+  var __toCommonJS = (mod) => __copyProps(__defProp({}, "__esModule", { value: true }), mod);
+  var __publicField = (obj, key, value) => __defNormalProp(obj, typeof key !== "symbol" ? key + "" : key, value);
+
+  // src/elements-define.ts
+  var elements_define_exports = {};
+  __export(elements_define_exports, {
+    Taskcast: () => Taskcast,
+    TaskcastProgress: () => TaskcastProgress,
+    TaskcastTasks: () => TaskcastTasks
+  });
+
+  // src/client.ts
+  var CLOSE_UNAUTHORIZED = 4401;
+  var RETRY_CODES = /* @__PURE__ */ new Set(["unavailable", "rate_limited"]);
+  var Channel = class {
+    constructor(name, options) {
+      __publicField(this, "name", name);
+      /** The last seq delivered (null: nothing yet, start from now). */
+      __publicField(this, "seq");
+      __publicField(this, "epoch");
+      /** True once the server said `recovered: false`: some events were never delivered. */
+      __publicField(this, "historyLost", false);
+      /** The latest `subscribed` frame (its `state` is the task's state at that frame's seq). */
+      __publicField(this, "subscribed", null);
+      __publicField(this, "listeners", /* @__PURE__ */ new Set());
+      this.seq = options.since ?? null;
+      this.epoch = options.epoch ?? null;
+    }
+  };
+  function socketUrl(url, token) {
+    const base = globalThis.location?.href;
+    const full = base ? new URL(url, base) : new URL(url);
+    if (full.protocol === "http:") full.protocol = "ws:";
+    if (full.protocol === "https:") full.protocol = "wss:";
+    if (token) full.searchParams.set("token", token);
+    return full.toString();
+  }
+  var Taskcast = class extends EventTarget {
+    constructor(url, options = {}) {
+      super();
+      __publicField(this, "url");
+      __publicField(this, "token");
+      __publicField(this, "state", "idle");
+      /** The signed-in user, from `welcome`. */
+      __publicField(this, "user", null);
+      /** The token's expiry (unix seconds), from `welcome` or `refreshed`, when the server says. */
+      __publicField(this, "expiresAt", null);
+      __publicField(this, "channels", /* @__PURE__ */ new Map());
+      __publicField(this, "baseDelay");
+      __publicField(this, "maxDelay");
+      __publicField(this, "pingInterval");
+      __publicField(this, "pongTimeout");
+      __publicField(this, "refreshLead");
+      __publicField(this, "Socket");
+      __publicField(this, "ws", null);
+      __publicField(this, "attempt", 0);
+      __publicField(this, "refs", 0);
+      __publicField(this, "pending", /* @__PURE__ */ new Map());
+      // subscribe ref -> channel
+      __publicField(this, "refreshRef", null);
+      __publicField(this, "usedToken", null);
+      // the token of the current connection
+      __publicField(this, "rejectedToken", null);
+      // the token a 4401 refused
+      __publicField(this, "timers", { retry: void 0, ping: void 0, pong: void 0, refresh: void 0 });
+      this.url = url;
+      this.token = options.token ?? null;
+      this.baseDelay = options.baseDelay ?? 500;
+      this.maxDelay = options.maxDelay ?? 1e4;
+      this.pingInterval = options.pingInterval ?? 25e3;
+      this.pongTimeout = options.pongTimeout ?? 1e4;
+      this.refreshLead = options.refreshLead ?? 30;
+      const Socket = options.WebSocket ?? globalThis.WebSocket;
+      if (!Socket) throw new Error("taskcast: no WebSocket here; pass options.WebSocket");
+      this.Socket = Socket;
+    }
+    /** Open the connection (or reopen after "signed-out" / "closed", e.g. with a new token). */
+    connect() {
+      if (this.state === "connecting" || this.state === "open" || this.state === "reconnecting") {
+        return this;
+      }
+      this.attempt = 0;
+      this.rejectedToken = null;
+      void this.open("connecting");
+      return this;
+    }
+    /** Close for good: no reconnect. */
+    close() {
+      this.stopTimers();
+      this.setState("closed");
+      const ws = this.ws;
+      this.ws = null;
+      ws?.close(1e3, "bye");
+    }
+    /**
+     * Call `handler(event, frame)` for each event of `channel`, each seq once, across reconnects.
+     * A second listener on a channel already subscribed joins its stream where it stands (its
+     * `since` is not replayed) and receives the latest `subscribed` frame at once.
+     */
+    subscribe(channel, handler, options = {}) {
+      const listener = { handler, options };
+      let stream = this.channels.get(channel);
+      if (stream) {
+        stream.listeners.add(listener);
+        const last = stream.subscribed;
+        if (last) queueMicrotask(() => stream?.listeners.has(listener) && options.onSubscribed?.(last));
+      } else {
+        stream = new Channel(channel, options);
+        stream.listeners.add(listener);
+        this.channels.set(channel, stream);
+        if (this.state === "open") this.sendSubscribe(stream);
+      }
+      const joined = stream;
+      return {
+        channel: joined,
+        unsubscribe: () => {
+          joined.listeners.delete(listener);
+          if (joined.listeners.size === 0) this.unsubscribe(channel);
+        }
+      };
+    }
+    /** Stop the channel for every listener. */
+    unsubscribe(channel) {
+      if (!this.channels.delete(channel)) return;
+      if (this.state === "open") this.send({ op: "unsubscribe", channel });
+    }
+    // -- connection ----------------------------------------------------------------------------
+    async resolveToken() {
+      const source = this.token;
+      if (typeof source !== "function") return source;
+      try {
+        return await source() ?? null;
+      } catch {
+        return null;
+      }
+    }
+    async open(state) {
+      this.setState(state);
+      const token = await this.resolveToken();
+      if (this.state !== state || this.ws) return;
+      if (this.rejectedToken !== null && (token === null || token === this.rejectedToken)) {
+        this.setState("signed-out");
+        return;
+      }
+      let ws;
+      try {
+        ws = new this.Socket(socketUrl(this.url, token));
+      } catch {
+        this.setState("reconnecting");
+        this.scheduleRetry();
+        return;
+      }
+      this.usedToken = token;
+      this.ws = ws;
+      ws.onmessage = (message) => this.onFrame(ws, message.data);
+      ws.onclose = (event) => this.onClose(ws, event.code);
+      ws.onerror = () => {
+      };
+    }
+    onClose(ws, code) {
+      if (ws !== this.ws) return;
+      this.ws = null;
+      this.stopTimers();
+      this.pending.clear();
+      this.refreshRef = null;
+      if (this.state === "closed") return;
+      if (code === CLOSE_UNAUTHORIZED) {
+        this.rejectedToken = this.usedToken ?? "";
+        if (typeof this.token !== "function") {
+          this.setState("signed-out");
+          return;
+        }
+      }
+      this.setState("reconnecting");
+      this.scheduleRetry();
+    }
+    scheduleRetry() {
+      const ceiling = Math.min(this.maxDelay, this.baseDelay * 2 ** this.attempt);
+      const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+      this.attempt += 1;
+      this.timers.retry = setTimeout(() => void this.open("reconnecting"), delay);
+    }
+    stopTimers() {
+      clearTimeout(this.timers.retry);
+      clearInterval(this.timers.ping);
+      clearTimeout(this.timers.pong);
+      clearTimeout(this.timers.refresh);
+      this.timers = { retry: void 0, ping: void 0, pong: void 0, refresh: void 0 };
+    }
+    setState(state) {
+      if (this.state === state) return;
+      this.state = state;
+      this.dispatchEvent(new CustomEvent("state", { detail: { state } }));
+    }
+    send(frame) {
+      if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(frame));
+    }
+    sendSubscribe(stream) {
+      const ref = `s${++this.refs}`;
+      this.pending.set(ref, stream.name);
+      const frame = { op: "subscribe", channel: stream.name, ref };
+      if (stream.seq !== null) frame.since = stream.seq;
+      if (stream.seq !== null && stream.epoch) frame.epoch = stream.epoch;
+      this.send(frame);
+    }
+    // -- token refresh -------------------------------------------------------------------------
+    scheduleRefresh(expiresAt) {
+      clearTimeout(this.timers.refresh);
+      this.expiresAt = expiresAt ?? null;
+      if (!expiresAt || typeof this.token !== "function") return;
+      const left = expiresAt - Date.now() / 1e3;
+      const lead = Math.min(this.refreshLead, left * 0.1);
+      const delay = Math.max(0, (left - lead) * 1e3);
+      this.timers.refresh = setTimeout(() => void this.refresh(), delay);
+    }
+    /** Send the token function's newest token on the open connection (`op: refresh`). */
+    async refresh() {
+      const ws = this.ws;
+      const token = await this.resolveToken();
+      if (!token || token === this.usedToken || ws !== this.ws || this.state !== "open") return;
+      this.refreshRef = `r${++this.refs}`;
+      this.usedToken = token;
+      this.send({ op: "refresh", token, ref: this.refreshRef });
+    }
+    // -- frames --------------------------------------------------------------------------------
+    onFrame(ws, raw) {
+      if (ws !== this.ws) return;
+      let frame;
+      try {
+        frame = JSON.parse(String(raw));
+      } catch {
+        return;
+      }
+      switch (frame.type) {
+        case "welcome":
+          this.onWelcome(frame);
+          break;
+        case "subscribed":
+          this.onSubscribed(frame);
+          break;
+        case "event":
+          this.onEvent(frame);
+          break;
+        case "unsubscribed":
+          this.onUnsubscribed(frame);
+          break;
+        case "refreshed":
+          this.onRefreshed(frame);
+          break;
+        case "pong":
+          clearTimeout(this.timers.pong);
+          break;
+        case "error":
+          this.onError(frame);
+          break;
+        default:
+          break;
+      }
+    }
+    onWelcome(frame) {
+      this.user = frame.user;
+      this.attempt = 0;
+      this.rejectedToken = null;
+      this.setState("open");
+      this.startPing();
+      this.scheduleRefresh(frame.expires_at);
+      this.dispatchEvent(new CustomEvent("welcome", { detail: frame }));
+      for (const stream of this.channels.values()) this.sendSubscribe(stream);
+    }
+    onSubscribed(frame) {
+      if (typeof frame.ref === "string") this.pending.delete(frame.ref);
+      const stream = this.channels.get(frame.channel);
+      if (!stream) return;
+      if (stream.seq === null || frame.recovered === false) stream.seq = frame.seq;
+      stream.epoch = frame.epoch;
+      stream.subscribed = frame;
+      if (frame.recovered === false) stream.historyLost = true;
+      for (const listener of [...stream.listeners]) listener.options.onSubscribed?.(frame);
+      if (frame.recovered === false) {
+        this.dispatchEvent(new CustomEvent("reset", { detail: frame }));
+      }
+    }
+    onEvent(frame) {
+      const stream = this.channels.get(frame.channel);
+      if (!stream || stream.seq !== null && frame.seq <= stream.seq) return;
+      stream.seq = frame.seq;
+      for (const listener of [...stream.listeners]) {
+        try {
+          listener.handler(frame.event, frame);
+        } catch (err) {
+          console.error("taskcast handler failed", err);
+        }
+      }
+    }
+    onUnsubscribed(frame) {
+      const stream = this.channels.get(frame.channel);
+      if (!stream || !frame.reason) return;
+      this.channels.delete(frame.channel);
+      for (const listener of stream.listeners) listener.options.onError?.(frame);
+    }
+    onRefreshed(frame) {
+      if (frame.ref === this.refreshRef) this.refreshRef = null;
+      this.scheduleRefresh(frame.expires_at);
+      this.dispatchEvent(new CustomEvent("refreshed", { detail: frame }));
+    }
+    onError(frame) {
+      const ref = typeof frame.ref === "string" ? frame.ref : void 0;
+      if (ref !== void 0 && ref === this.refreshRef) {
+        this.refreshRef = null;
+      }
+      const name = ref !== void 0 ? this.pending.get(ref) : void 0;
+      if (ref !== void 0) this.pending.delete(ref);
+      const stream = name !== void 0 ? this.channels.get(name) : void 0;
+      if (stream && !RETRY_CODES.has(frame.code)) {
+        this.channels.delete(stream.name);
+        for (const listener of stream.listeners) listener.options.onError?.(frame);
+      } else if (stream) {
+        const retry = () => {
+          if (this.channels.get(stream.name) === stream && this.state === "open") {
+            this.sendSubscribe(stream);
+          }
+        };
+        setTimeout(retry, 1e3);
+      }
+      this.dispatchEvent(new CustomEvent("error", { detail: frame }));
+    }
+    startPing() {
+      clearInterval(this.timers.ping);
+      this.timers.ping = setInterval(() => {
+        this.send({ op: "ping" });
+        clearTimeout(this.timers.pong);
+        this.timers.pong = setTimeout(() => {
+          const ws = this.ws;
+          if (!ws) return;
+          ws.close(4e3, "no pong");
+          this.onClose(ws, 4e3);
+        }, this.pongTimeout);
+      }, this.pingInterval);
+    }
+  };
+
+  // src/task.ts
+  var TERMINAL = /* @__PURE__ */ new Set(["succeeded", "failed", "cancelled"]);
+  function emptyTask(taskId) {
+    return {
+      taskId,
+      status: "queued",
+      percent: 0,
+      current: 0,
+      total: 0,
+      message: null,
+      result: null,
+      error: null,
+      seq: 0,
+      historyLost: false
+    };
+  }
+  function applySubscribed(view, frame) {
+    const historyLost = view.historyLost || frame.recovered === false;
+    const state = frame.state;
+    if (!state) return { ...view, historyLost };
+    const error = state.error ? { type: state.error.type, message: state.error.message ?? "failed" } : null;
+    return {
+      ...view,
+      status: state.status,
+      percent: state.status === "succeeded" ? 100 : state.progress.percent,
+      current: state.progress.current,
+      total: state.progress.total,
+      message: state.progress.message,
+      result: state.result,
+      error,
+      seq: frame.seq,
+      historyLost
+    };
+  }
+  function applyEvent(view, event, seq) {
+    if (TERMINAL.has(view.status)) return { ...view, seq };
+    const next = { ...view, seq };
+    switch (event.type) {
+      case "task.queued":
+        next.status = "queued";
+        break;
+      case "task.started":
+        next.status = "running";
+        break;
+      case "task.progress":
+        next.status = "running";
+        next.percent = event.data.percent;
+        next.current = event.data.current;
+        next.total = event.data.total;
+        if (event.data.message) next.message = event.data.message;
+        break;
+      case "task.retrying":
+        next.status = "retrying";
+        next.message = `Retrying: ${event.data.error?.message ?? ""}`.trim();
+        break;
+      case "task.succeeded":
+        next.status = "succeeded";
+        next.percent = 100;
+        next.result = event.data.result ?? null;
+        break;
+      case "task.failed":
+        next.status = "failed";
+        next.error = { type: event.data.error.type, message: event.data.error.message };
+        break;
+      case "task.cancelled":
+        next.status = "cancelled";
+        next.message = event.data.reason ?? "Cancelled";
+        break;
+      default:
+        break;
+    }
+    return next;
+  }
+
+  // src/follow.ts
+  function followTask(client, taskId, onChange, options = {}) {
+    let view = emptyTask(taskId);
+    let refusal = null;
+    const sub = client.subscribe(
+      `task:${taskId}`,
+      (event, frame) => {
+        view = applyEvent(view, event, frame.seq);
+        onChange(view);
+        options.onEvent?.(frame, view);
+      },
+      {
+        since: options.since ?? 0,
+        onSubscribed: (frame) => {
+          view = applySubscribed(view, frame);
+          onChange(view);
+        },
+        onError: (frame) => {
+          refusal = frame;
+          const message = frame.type === "error" ? frame.message ?? frame.code : `unsubscribed: ${frame.reason ?? ""}`;
+          view = { ...view, error: { type: frame.type === "error" ? frame.code : "unsubscribed", message } };
+          onChange(view);
+        }
+      }
+    );
+    return {
+      taskId,
+      get view() {
+        return view;
+      },
+      get refusal() {
+        return refusal;
+      },
+      stop: () => sub.unsubscribe()
+    };
+  }
+
+  // src/elements.ts
+  var defaultUrl = "/ws";
+  function setDefaultUrl(url) {
+    defaultUrl = url;
+  }
+  var connections = /* @__PURE__ */ new Map();
+  function acquire(url, token) {
+    const key = typeof token === "function" ? null : `${url} ${token ?? ""}`;
+    const shared = key ? connections.get(key) : void 0;
+    if (shared) {
+      shared.users += 1;
+      return shared.client;
+    }
+    const client = new Taskcast(url, { token: token ?? void 0 });
+    if (key) connections.set(key, { client, users: 1 });
+    client.connect();
+    return client;
+  }
+  function release(client) {
+    for (const [key, shared] of connections) {
+      if (shared.client !== client) continue;
+      shared.users -= 1;
+      if (shared.users === 0) {
+        connections.delete(key);
+        client.close();
+      }
+      return;
+    }
+    client.close();
+  }
+  function tokenSubject(token) {
+    try {
+      const part = (token.split(".")[1] ?? "").replace(/-/g, "+").replace(/_/g, "/");
+      const padded = part.padEnd(part.length + (4 - part.length % 4) % 4, "=");
+      const claims = JSON.parse(atob(padded));
+      return typeof claims.sub === "string" ? claims.sub : null;
+    } catch {
+      return null;
+    }
+  }
+  var PROGRESS_STYLE = `
+:host { display: block; font: var(--taskcast-font, inherit); color: var(--taskcast-color, inherit); }
+:host([hidden]) { display: none; }
+.label { font-weight: 600; margin-bottom: 0.25rem; }
+.label:empty { display: none; }
+.bar { height: var(--taskcast-bar-height, 0.6rem); background: var(--taskcast-track-color, #e5e7eb);
+  border-radius: var(--taskcast-radius, 999px); overflow: hidden; }
+.fill { height: 100%; width: 0; background: var(--taskcast-bar-color, #2563eb);
+  transition: width var(--taskcast-transition, 0.2s) ease; }
+:host([status=succeeded]) .fill { background: var(--taskcast-success-color, #16a34a); }
+:host([status=failed]) .fill { background: var(--taskcast-failure-color, #dc2626); }
+:host([status=cancelled]) .fill { background: var(--taskcast-cancelled-color, #9ca3af); }
+.row { display: flex; justify-content: space-between; gap: 0.5rem; margin-top: 0.25rem;
+  font-size: var(--taskcast-small-size, 0.875em); }
+.status { text-transform: capitalize; }
+.result, .error { margin: 0.25rem 0 0; font-size: var(--taskcast-small-size, 0.875em); }
+.error { color: var(--taskcast-failure-color, #dc2626); }
+.result:empty, .error:empty { display: none; }
+`;
+  var PROGRESS_HTML = `
+<div part="label" class="label"></div>
+<div part="bar" class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0">
+  <div part="fill" class="fill"></div>
+</div>
+<div class="row">
+  <span part="message" class="message"></span>
+  <span><span part="status" class="status"></span> <span part="percent" class="percent">0%</span></span>
+</div>
+<p part="result" class="result"></p>
+<p part="error" class="error" role="alert"></p>
+`;
+  function describeResult(result) {
+    if (result === null || result === void 0) return "";
+    if (typeof result !== "object") return String(result);
+    return Object.entries(result).map(([key, value]) => `${key.replace(/_/g, " ")}: ${typeof value === "object" ? JSON.stringify(value) : String(value)}`).join(" \xB7 ");
+  }
+  var TaskcastProgress = class extends HTMLElement {
+    constructor() {
+      super();
+      /** A token function instead of the `token` attribute (set before the element connects). */
+      __publicField(this, "tokenSource", null);
+      /** Seqs applied, in order: each step of the task exactly once. */
+      __publicField(this, "seqs", []);
+      __publicField(this, "view", null);
+      __publicField(this, "client", null);
+      __publicField(this, "follower", null);
+      __publicField(this, "watchState", null);
+      __publicField(this, "root");
+      this.root = this.attachShadow({ mode: "open" });
+      this.root.innerHTML = `<style>${PROGRESS_STYLE}</style>${PROGRESS_HTML}`;
+    }
+    connectedCallback() {
+      this.start();
+    }
+    disconnectedCallback() {
+      this.stop();
+    }
+    attributeChangedCallback(_name, old, value) {
+      if (old !== value && this.client) {
+        this.stop();
+        this.start();
+      }
+    }
+    el(name) {
+      return this.root.querySelector(`[part=${name}]`);
+    }
+    start() {
+      if (this.client) return;
+      const task = this.getAttribute("task");
+      const token = this.tokenSource ?? this.getAttribute("token");
+      this.el("label").textContent = this.getAttribute("label") ?? "";
+      if (!task) return;
+      this.client = acquire(this.getAttribute("url") ?? defaultUrl, token);
+      const client = this.client;
+      this.watchState = () => this.setAttribute("connection", client.state);
+      client.addEventListener("state", this.watchState);
+      this.watchState();
+      const options = {
+        since: Number(this.getAttribute("since") ?? 0),
+        onEvent: (frame) => this.seqs.push(frame.seq)
+      };
+      this.follower = followTask(this.client, task, (view) => this.render(view), options);
+    }
+    stop() {
+      this.follower?.stop();
+      this.follower = null;
+      if (this.watchState) this.client?.removeEventListener("state", this.watchState);
+      if (this.client) release(this.client);
+      this.client = null;
+    }
+    render(view) {
+      this.view = view;
+      const percent = Math.max(0, Math.min(100, Math.round(view.percent)));
+      this.el("fill").style.width = `${percent}%`;
+      this.el("bar").setAttribute("aria-valuenow", String(percent));
+      this.el("percent").textContent = `${percent}%`;
+      this.el("status").textContent = view.status;
+      this.el("message").textContent = view.message ?? "";
+      this.el("result").textContent = view.status === "succeeded" ? describeResult(view.result) : "";
+      this.el("error").textContent = view.error?.message ?? "";
+      this.setAttribute("status", view.status);
+      this.setAttribute("percent", String(percent));
+      if (view.historyLost) this.setAttribute("history-lost", "");
+      this.dispatchEvent(new CustomEvent("taskcast-change", { detail: view, bubbles: true }));
+    }
+  };
+  __publicField(TaskcastProgress, "observedAttributes", ["task", "token", "url"]);
+  var TASKS_STYLE = `
+:host { display: block; }
+ol { list-style: none; margin: 0; padding: 0; display: grid; gap: var(--taskcast-gap, 0.75rem); }
+.empty { color: var(--taskcast-muted-color, #6b7280); }
+`;
+  var TaskcastTasks = class extends HTMLElement {
+    constructor() {
+      super();
+      __publicField(this, "tokenSource", null);
+      __publicField(this, "client", null);
+      __publicField(this, "unsubscribe", null);
+      __publicField(this, "list");
+      __publicField(this, "empty");
+      __publicField(this, "shown", /* @__PURE__ */ new Set());
+      const root = this.attachShadow({ mode: "open" });
+      root.innerHTML = `<style>${TASKS_STYLE}</style><p part="empty" class="empty">No tasks yet.</p><ol part="list"></ol>`;
+      this.list = root.querySelector("ol");
+      this.empty = root.querySelector("p");
+    }
+    connectedCallback() {
+      if (this.client) return;
+      const token = this.tokenSource ?? this.getAttribute("token");
+      const user = this.getAttribute("user") ?? (typeof token === "string" ? tokenSubject(token) : null);
+      this.client = acquire(this.getAttribute("url") ?? defaultUrl, token);
+      for (const id of (this.getAttribute("tasks") ?? "").split(/\s+/).filter(Boolean)) this.add(id, "");
+      if (user) {
+        const onEvent = (event) => {
+          if (event.task_id && !this.shown.has(event.task_id)) {
+            const name = event.type === "task.queued" ? event.data.name ?? "" : "";
+            this.add(event.task_id, name);
+          }
+        };
+        const sub = this.client.subscribe(`user:${user}`, onEvent, {
+          onSubscribed: () => this.setAttribute("ready", "")
+        });
+        this.unsubscribe = () => sub.unsubscribe();
+      }
+    }
+    disconnectedCallback() {
+      this.unsubscribe?.();
+      this.unsubscribe = null;
+      if (this.client) release(this.client);
+      this.client = null;
+    }
+    add(taskId, name) {
+      this.shown.add(taskId);
+      const item = document.createElement("li");
+      item.setAttribute("part", "item");
+      const progress = document.createElement("taskcast-progress");
+      progress.tokenSource = this.tokenSource;
+      for (const attr of ["token", "url"]) {
+        const value = this.getAttribute(attr);
+        if (value !== null) progress.setAttribute(attr, value);
+      }
+      progress.setAttribute("label", name || `Task ${taskId.slice(0, 8)}`);
+      progress.setAttribute("task", taskId);
+      item.append(progress);
+      this.list.prepend(item);
+      this.empty.hidden = true;
+      const limit = Number(this.getAttribute("limit") ?? 20);
+      while (this.list.children.length > limit) this.list.lastElementChild?.remove();
+    }
+  };
+  function defineElements() {
+    if (!customElements.get("taskcast-progress")) customElements.define("taskcast-progress", TaskcastProgress);
+    if (!customElements.get("taskcast-tasks")) customElements.define("taskcast-tasks", TaskcastTasks);
+  }
+
+  // src/elements-define.ts
+  var script = document.currentScript;
+  if (script?.src) setDefaultUrl(new URL("/ws", script.src).toString());
+  defineElements();
+  return __toCommonJS(elements_define_exports);
+})();
