@@ -1,0 +1,10 @@
+"""taskcast: stream Celery job progress to the people waiting on it.
+
+The one import name of the package. Here is what any process that emits needs; the rest
+lives in its parts: `taskcast.realtime` (the core: events, store, hub, client),
+`taskcast.workers` (Celery) and `taskcast.api` (the web side: `realtime_app`, `create_app`).
+"""
+
+from .realtime.emitter import Emitter, emit, flush
+
+__all__ = ["Emitter", "emit", "flush"]
