@@ -21,6 +21,8 @@ import jwt
 import pytest
 
 from api.main import create_app
+from realtime.client import Client
+from realtime.errors import Forbidden, TokenRevoked
 from realtime.settings import Settings
 from realtime.tokens import LEEWAY_SECONDS
 
@@ -263,6 +265,78 @@ async def test_a_node_started_after_a_revocation_refuses_older_tokens(
     ws = await second.open(old)
     assert await closed_code(ws) == 4401
     assert ws.frames[0]["code"] == "unauthorized"
+
+
+# -- the Python client -------------------------------------------------------------------
+
+
+async def test_the_client_refreshes_in_place_before_its_token_expires(app: App) -> None:
+    """Given a token function, the client refreshes ahead of expiry on the same connection."""
+    calls = 0
+
+    async def fetch() -> str:
+        nonlocal calls
+        calls += 1
+        return token(expires_in=3 if calls == 1 else 3600)
+
+    first_deadline = time.time() + 3
+    async with Client(http_url(app), fetch) as client:
+        async with client.subscribe("user:alice") as sub:
+            await sub.ready(timeout=10)
+            with anyio.fail_after(20):
+                while time.time() < first_deadline + 1.5:
+                    await app.node.publisher.emit(
+                        "notification", data={"title": "t"}, user_id="alice"
+                    )
+                    frame = await anext(sub)
+                    assert frame["type"] == "event"
+        assert calls == 2
+        assert client.connections == 1
+
+
+async def test_the_client_reconnects_with_a_new_token_after_a_revocation(app: App) -> None:
+    """A revoked client with a token function reconnects with a newer token and resumes;
+    with a plain token it stops with TokenRevoked."""
+    revoked_at: int | None = None
+
+    def fetch() -> str:
+        return token() if revoked_at is None else token(iat=revoked_at + 1)
+
+    async with (
+        Client(http_url(app), fetch) as renewing,
+        Client(http_url(app), token()) as plain,
+        renewing.subscribe("user:alice") as sub,
+        plain.subscribe("user:alice") as other,
+    ):
+        await sub.ready(timeout=10)
+        await other.ready(timeout=10)
+        answer = await revoke(app, "alice", token("root", ("admin",)))
+        revoked_at = answer.json()["revoked_at"]
+        with anyio.fail_after(10), pytest.raises(TokenRevoked):
+            await anext(other)
+        await app.node.publisher.emit("notification", data={"title": "t"}, user_id="alice")
+        with anyio.fail_after(15):
+            frame = await anext(sub)  # on the next connection: resumed from history
+        assert frame["type"] == "event"
+        assert frame["seq"] == 1
+        assert renewing.connections == 2
+
+
+async def test_the_client_ends_a_subscription_a_refresh_forbids(app: App) -> None:
+    """A subscription the refreshed token no longer allows ends with Forbidden."""
+    calls = 0
+
+    def narrowing() -> str:
+        nonlocal calls
+        calls += 1
+        scopes = ("topic:orders",) if calls == 1 else ()
+        return token(scopes=scopes, expires_in=3 if calls == 1 else 3600)
+
+    async with Client(http_url(app), narrowing) as client, client.subscribe("topic:orders") as sub:
+        await sub.ready(timeout=10)
+        with anyio.fail_after(15), pytest.raises(Forbidden):
+            await anext(sub)
+    assert calls == 2
 
 
 # -- across real nodes -------------------------------------------------------------------
