@@ -23,8 +23,10 @@ import pytest
 from api.main import create_app
 from realtime.client import Client
 from realtime.errors import Forbidden, TokenRevoked
+from realtime.expiry import Expiry
+from realtime.session import Session
 from realtime.settings import Settings
-from realtime.tokens import LEEWAY_SECONDS
+from realtime.tokens import LEEWAY_SECONDS, Principal
 
 from .inprocess import served
 from .liveweb import running_web
@@ -126,6 +128,37 @@ async def test_an_sse_stream_ends_when_its_token_expires(app: App) -> None:
     assert frames[-2]["type"] == "error"
     assert frames[-2]["code"] == "token_expired"
     assert frames[-1] == {"type": "close", "code": 4401, "reason": "token_expired"}
+
+
+async def test_every_expired_connection_is_ended_and_no_other() -> None:
+    """Hundreds of tokens expiring in one second all end; untracked or later ones do not."""
+    ended: list[Session] = []
+    all_ended = asyncio.Event()
+
+    def expired(session: Session) -> None:
+        ended.append(session)
+        if len(ended) == len(due):
+            all_ended.set()
+
+    expiry = Expiry(expired)
+    now = int(time.time())
+
+    def session(expires_at: int) -> Session:
+        async def ignore(*args: object) -> None:
+            pass
+
+        return Session(ignore, ignore, Principal("alice", frozenset(), {"exp": expires_at}))
+
+    due = [session(now - LEEWAY_SECONDS) for _ in range(600)]
+    gone, later = session(now - LEEWAY_SECONDS), session(now + 3600)
+    for one in [*due, gone, later]:
+        expiry.track(one)
+    expiry.untrack(gone)
+    with anyio.fail_after(10):
+        await all_ended.wait()
+    assert sorted(map(id, ended)) == sorted(map(id, due))
+    assert len(expiry) == 1  # `later` alone is still watched
+    expiry.close()
 
 
 # -- refresh -----------------------------------------------------------------------------
