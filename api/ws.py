@@ -264,6 +264,7 @@ class WebSocketEndpoint:
         if session.closing:  # the old token ran out meanwhile: the close is on its way
             return
         node.hub.reauthorize(session, principal)
+        metrics.COUNTS.token_refreshes += 1
         for name in dropped:
             if node.hub.unsubscribe(session, name):
                 session.push(

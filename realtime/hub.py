@@ -246,7 +246,8 @@ class Hub:
         session.close_soon(WS_4401_UNAUTHORIZED, error.code)
 
     def _expired(self, session: Session) -> None:
-        if session in self.sessions:
+        if session in self.sessions and not session.closing:
+            metrics.COUNTS.token_expired_closes += 1
             self.end(session, TokenExpired())
 
     async def revoke(self, user: str) -> int:
@@ -261,8 +262,7 @@ class Hub:
         if user not in self._per_user:
             return
         for session in [s for s in self.sessions if s.principal.user == user]:
-            if self.revocations.refuses(session.principal):
-                self.end(session, TokenRevoked())
+            self._end_if_revoked(session)
 
     async def _load_revocations(self) -> None:
         """Read the standing revocations and end the connections they refuse."""
@@ -272,8 +272,12 @@ class Hub:
             logger.warning("reading revocations failed: %s", type(exc).__name__)
             return
         for session in list(self.sessions):
-            if self.revocations.refuses(session.principal):
-                self.end(session, TokenRevoked())
+            self._end_if_revoked(session)
+
+    def _end_if_revoked(self, session: Session) -> None:
+        if not session.closing and self.revocations.refuses(session.principal):
+            metrics.COUNTS.token_revoked_closes += 1
+            self.end(session, TokenRevoked())
 
     async def subscribe(
         self, session: Session, name: str, since: int | None = None, epoch: str | None = None
