@@ -45,7 +45,7 @@ async def store(redis: Redis, user: str, keep: int) -> int:
     """Record that `user`'s tokens issued up to now are refused; the revocation second."""
     revoked_at = int(time.time())
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(KEY, {user: revoked_at}, gt=True)
+        pipe.zadd(KEY, {user: revoked_at})
         pipe.zremrangebyscore(KEY, "-inf", revoked_at - keep)
         pipe.expire(KEY, keep)
         await pipe.execute()
