@@ -392,7 +392,7 @@ class Client:
             if ended is not None and not isinstance(self._token, str):
                 logger.info("taskcast token ended (%s); reconnecting with a new one", ended.code)
                 return
-            raise (ended or Unauthorized)("the server closed the connection: unauthorized")
+            raise ended() if ended is not None else Unauthorized("the server closed: unauthorized")
         logger.info("taskcast connection closed (%s); reconnecting", conn.close_code)
 
     async def _dispatch(self, frame: Frame) -> None:
