@@ -72,6 +72,8 @@ class Revocations:
         for user, score in cast("list[tuple[bytes | str, float]]", standing):
             name = user.decode() if isinstance(user, bytes) else user
             self.note(name, int(score))
+        # Lapsed revocations of users never seen again would otherwise stay forever.
+        self._at = {user: at for user, at in self._at.items() if at > floor}
 
     def refuses(self, principal: Principal) -> bool:
         """True if a revocation stands for the principal's token: issued in or before the
