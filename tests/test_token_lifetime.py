@@ -262,7 +262,7 @@ async def test_a_narrowed_token_loses_exactly_what_it_no_longer_allows(app: App)
 
 async def test_revocation_ends_the_users_sockets_and_refuses_older_tokens(app: App) -> None:
     """An admin revokes a user: their sockets end (token_revoked, 4401), only theirs, and
-    tokens issued up to then are refused on /ws and HTTP, newer ones accepted."""
+    tokens issued up to then or undated are refused on /ws and HTTP, newer ones accepted."""
     old = token()
     alice, bob = await app.open(old), await app.open(token("bob"))
     for ws in (alice, bob):
@@ -281,6 +281,9 @@ async def test_revocation_ends_the_users_sockets_and_refuses_older_tokens(app: A
     async with httpx.AsyncClient(base_url=http_url(app)) as http:
         refused = await http.get("/tasks/x", headers={"Authorization": f"Bearer {old}"})
     assert refused.status_code == 401
+    no_iat = {"sub": "alice", "exp": int(time.time()) + 3600}
+    undated = await app.open(jwt.encode(no_iat, SECRET, algorithm="HS256"))
+    assert await closed_code(undated) == 4401  # no `iat`: refused while the revocation stands
     newer = await app.open(token(iat=revoked_at + 1))
     assert (await newer.recv())["type"] == "welcome"
     for ws in (bob, newer):
