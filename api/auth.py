@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from realtime.channels import valid_id
-from realtime.errors import NotFound, Unavailable
-from realtime.tokens import issue
+from taskcast.realtime.channels import valid_id
+from taskcast.realtime.errors import NotFound, Unavailable
+from taskcast.realtime.tokens import issue
 
 from .deps import Node, NodeDep
 

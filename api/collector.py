@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 from typing import Final
 
-from realtime.metrics import COUNTS
+from taskcast.realtime.metrics import COUNTS
 
 GROWTH: Final = 2.0
 

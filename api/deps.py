@@ -9,10 +9,10 @@ from celery import Celery
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
-from realtime import Hub, Principal, Publisher, Settings, Store
-from realtime.access import Access
-from realtime.errors import Unauthorized
-from realtime.tokens import Verifier, bearer
+from taskcast.realtime import Hub, Principal, Publisher, Settings, Store
+from taskcast.realtime.access import Access
+from taskcast.realtime.errors import Unauthorized
+from taskcast.realtime.tokens import Verifier, bearer
 
 
 @dataclass

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from realtime.errors import TaskcastError
+from taskcast.realtime.errors import TaskcastError
 
 logger = logging.getLogger("taskcast.api")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from realtime.channels import task_channel
-from realtime.errors import BadRequest
-from workers.signatures import INVENTORY_IMPORT
+from taskcast.realtime.channels import task_channel
+from taskcast.realtime.errors import BadRequest
+from taskcast.workers.signatures import INVENTORY_IMPORT
 
 from .deps import NodeDep, PrincipalDep
 from .schemas import Enqueued, ImportIn

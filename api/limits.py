@@ -6,7 +6,7 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from realtime.errors import PayloadTooLarge
+from taskcast.realtime.errors import PayloadTooLarge
 
 from .errors import error_body
 

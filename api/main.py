@@ -17,14 +17,14 @@ from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
-from realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
-from realtime.access import Access, load_policy
-from realtime.backend import make_backend, shares_redis
-from realtime.connections import redis_client
-from realtime.protocol import WS_1012_SERVICE_RESTART
-from realtime.reaper import BrokerQueues, Reaper
-from realtime.tokens import Verifier
-from workers.signatures import redis_broker, sender
+from taskcast.realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
+from taskcast.realtime.access import Access, load_policy
+from taskcast.realtime.backend import make_backend, shares_redis
+from taskcast.realtime.connections import redis_client
+from taskcast.realtime.protocol import WS_1012_SERVICE_RESTART
+from taskcast.realtime.reaper import BrokerQueues, Reaper
+from taskcast.realtime.tokens import Verifier
+from taskcast.workers.signatures import redis_broker, sender
 
 from . import auth, errors, inventory, ops, orders, publish, sse, tasks, users
 from .collector import Collector

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from realtime import metrics
-from realtime.backend import backend_connected
-from realtime.errors import Forbidden
+from taskcast.realtime import metrics
+from taskcast.realtime.backend import backend_connected
+from taskcast.realtime.errors import Forbidden
 
 from .deps import NodeDep, PrincipalDep
 

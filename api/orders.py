@@ -6,8 +6,8 @@ import uuid
 
 from fastapi import APIRouter
 
-from realtime.channels import task_channel
-from workers.signatures import ORDERS_PROCESS
+from taskcast.realtime.channels import task_channel
+from taskcast.workers.signatures import ORDERS_PROCESS
 
 from .deps import NodeDep, PrincipalDep
 from .schemas import Enqueued, OrderIn

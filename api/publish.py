@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from realtime.errors import BadRequest, NotFound, TaskcastError, Unauthorized, Unavailable
-from realtime.events import make_event
-from realtime.publisher import prepare
-from realtime.store import Message, Stored
+from taskcast.realtime.errors import BadRequest, NotFound, TaskcastError, Unauthorized, Unavailable
+from taskcast.realtime.events import make_event
+from taskcast.realtime.publisher import prepare
+from taskcast.realtime.store import Message, Stored
 
 from .deps import NodeDep
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from realtime.channels import valid_id
+from taskcast.realtime.channels import valid_id
 
 MAX_ORDER_ITEMS = 100
 

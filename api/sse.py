@@ -20,10 +20,10 @@ from fastapi import APIRouter, Header, Query
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from realtime.errors import BadRequest, TaskcastError, TooManyConnections
-from realtime.protocol import WS_1012_SERVICE_RESTART, encode
-from realtime.session import Session
-from realtime.tokens import Principal, bearer
+from taskcast.realtime.errors import BadRequest, TaskcastError, TooManyConnections
+from taskcast.realtime.protocol import WS_1012_SERVICE_RESTART, encode
+from taskcast.realtime.session import Session
+from taskcast.realtime.tokens import Principal, bearer
 
 from .deps import Node, NodeDep, authenticate
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from realtime import Principal, channels
-from realtime.channels import task_channel, valid_id
-from realtime.errors import Forbidden, NotFound, Unavailable
-from realtime.store import TERMINAL_STATUSES
-from workers.signatures import enqueue
+from taskcast.realtime import Principal, channels
+from taskcast.realtime.channels import task_channel, valid_id
+from taskcast.realtime.errors import Forbidden, NotFound, Unavailable
+from taskcast.realtime.store import TERMINAL_STATUSES
+from taskcast.workers.signatures import enqueue
 
 from .deps import Node, NodeDep, PrincipalDep
 from .errors import error_body

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
-from realtime.errors import Forbidden, Unavailable
+from taskcast.realtime.errors import Forbidden, Unavailable
 
 from .deps import NodeDep, PrincipalDep
 

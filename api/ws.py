@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import Message, Receive, Scope, Send
 
-from realtime import channels, metrics
-from realtime.errors import (
+from taskcast.realtime import channels, metrics
+from taskcast.realtime.errors import (
     Forbidden,
     RateLimited,
     TaskcastError,
@@ -24,7 +24,7 @@ from realtime.errors import (
     Unauthorized,
     Unavailable,
 )
-from realtime.protocol import (
+from taskcast.realtime.protocol import (
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
     WS_1011_INTERNAL_ERROR,
@@ -35,9 +35,9 @@ from realtime.protocol import (
     error_frame,
     parse_frame,
 )
-from realtime.ratelimit import TokenBucket
-from realtime.session import Session
-from realtime.tokens import Principal, bearer
+from taskcast.realtime.ratelimit import TokenBucket
+from taskcast.realtime.session import Session
+from taskcast.realtime.tokens import Principal, bearer
 
 from .deps import Node, authenticate
 from .wsprotocol import EXTENSION as SEND_NOWAIT

@@ -9,7 +9,7 @@ falls back to `send`, so flow control and ordering stay uvicorn's. For the hub's
 also offers `direct()`, the transport's own `write` while a frame could go now, `frame`,
 which frames a text once for all of them, and `watch(callback)`: the callback is called on
 any change that could make `direct()` answer otherwise. Run it with
-`uvicorn --http api.wsprotocol:HttpProtocol --ws api.wsprotocol:WebSocketProtocol`; under any
+`uvicorn --http taskcast.api.wsprotocol:HttpProtocol --ws taskcast.api.wsprotocol:WebSocketProtocol`; under any
 other server the app uses `send`.
 """
 
@@ -30,7 +30,7 @@ from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import State
 
-from realtime.session import Write
+from taskcast.realtime.session import Write
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGISendEvent

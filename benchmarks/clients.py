@@ -129,7 +129,7 @@ class Load:
 
     async def _handshake(self, conn: Conn, user: str) -> ClientConnection:
         if self.system in ("taskcast", "floor", "wire"):  # the floors speak the same /ws frames
-            from realtime.tokens import issue
+            from taskcast.realtime.tokens import issue
 
             token = issue(SECRET, user, ["topic:*"], ttl=7200)
             ws = await connect(

@@ -30,7 +30,7 @@ def own_cpu() -> float:
 def make_sender(system: str, redis_url: str) -> tuple[Callable[[str, dict[str, Any]], None], Any]:
     """`send(target, data)` for one system; target is "topic" or a user/room id like "b17"."""
     if system == "taskcast":
-        from realtime import Emitter
+        from taskcast.realtime import Emitter
 
         emitter = Emitter(redis_url, buffer=1_000_000)
 
@@ -141,8 +141,8 @@ def make_progress(system: str, handle: Any) -> Callable[[int, int], None]:
     if system == "taskcast":
         from celery import Celery
 
-        from realtime import emitter
-        from workers.task import TaskcastTask
+        from taskcast.realtime import emitter
+        from taskcast.workers.task import TaskcastTask
 
         emitter._default = handle  # the task's emitter.default() is this process's emitter
         app = Celery("bench", task_cls=TaskcastTask, set_as_current=False)

@@ -141,7 +141,7 @@ def _http_ok(url: str) -> bool:
 
 
 class Server:
-    """taskcast (`api.main:create_app`), the anchor (`anchor_server:create_app`) or the floor
+    """taskcast (`taskcast.api.main:create_app`), the anchor (`anchor_server:create_app`) or the floor
     (`floor_server:create_app`) under uvicorn; or the wire floor (`wire_server.py`), alone."""
 
     def __init__(
@@ -164,9 +164,9 @@ class Server:
                     "TASKCAST_NODE_ID": "bench",
                 }
             )
-            args = [str(BIN / "uvicorn"), "api.main:create_app", *common]
-            args += ["--http", "api.wsprotocol:HttpProtocol"]  # as the Procfile runs it
-            args += ["--ws", "api.wsprotocol:WebSocketProtocol"]
+            args = [str(BIN / "uvicorn"), "taskcast.api.main:create_app", *common]
+            args += ["--http", "taskcast.api.wsprotocol:HttpProtocol"]  # as the Procfile runs it
+            args += ["--ws", "taskcast.api.wsprotocol:WebSocketProtocol"]
             ready = f"http://127.0.0.1:{self.port}/healthz"
         elif system == "wire":  # no server around it and no pings to turn off
             args = [str(BIN / "python"), str(HERE / "wire_server.py"), str(self.port)]

@@ -189,13 +189,13 @@ def up(
         }
         python = sys.executable
         web_args = [
-            python, "-m", "uvicorn", "--factory", "api.main:create_app",
+            python, "-m", "uvicorn", "--factory", "taskcast.api.main:create_app",
             "--host", host, "--port", str(port),
-            "--http", "api.wsprotocol:HttpProtocol",
-            "--ws", "api.wsprotocol:WebSocketProtocol", "--ws-max-size", "65536",
+            "--http", "taskcast.api.wsprotocol:HttpProtocol",
+            "--ws", "taskcast.api.wsprotocol:WebSocketProtocol", "--ws-max-size", "65536",
             "--timeout-graceful-shutdown", "5",
         ]  # fmt: skip
-        worker_args = [python, "-m", "celery", "-A", "workers.app", "worker", "--loglevel", "INFO"]
+        worker_args = [python, "-m", "celery", "-A", "taskcast.workers.app", "worker", "--loglevel", "INFO"]
         children.append(Child("web", web_args, env, logs))
         children.append(Child("worker", worker_args, env, logs))
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a comparison

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from realtime import Settings, get_settings
-from realtime.tokens import issue
+from taskcast.realtime import Settings, get_settings
+from taskcast.realtime.tokens import issue
 
 from .processes import SECRET, RedisServer, Web, Worker, base_env
 from .stack import Stack, User, print_logs_on_failure

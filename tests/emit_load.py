@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from realtime import Emitter
+from taskcast.realtime import Emitter
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.main import realtime_app
+from taskcast.api.main import realtime_app
 
 
 def create() -> FastAPI:

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import uvicorn
 
-from api.wsprotocol import HttpProtocol, WebSocketProtocol
+from taskcast.api.wsprotocol import HttpProtocol, WebSocketProtocol
 
 from .processes import free_port
 

@@ -20,7 +20,7 @@ class PlainWeb(Web):
     def __init__(self, env: dict[str, str], log_dir: Path, name: str = "plainweb") -> None:
         self.port = free_port()
         args = [
-            str(BIN / "uvicorn"), "--factory", "api.main:create_app",
+            str(BIN / "uvicorn"), "--factory", "taskcast.api.main:create_app",
             "--host", "127.0.0.1", "--port", str(self.port),
         ]  # fmt: skip
         Process.__init__(self, name, args, env, log_dir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from realtime import Principal
+from taskcast.realtime import Principal
 
 
 def authorize(principal: Principal, channel: str) -> bool | None:

@@ -44,7 +44,7 @@ def redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    from realtime.embedded import redis_server_binary
+    from taskcast.realtime.embedded import redis_server_binary
 
     return redis_server_binary()
 
@@ -210,7 +210,7 @@ class Web(Process):
         log_dir: Path,
         name: str = "web",
         port: int | None = None,
-        factory: str = "api.main:create_app",
+        factory: str = "taskcast.api.main:create_app",
         prefix: str = "",
         protocols: bool = True,
     ) -> None:
@@ -221,8 +221,8 @@ class Web(Process):
             "--ws-max-size", "65536", "--timeout-graceful-shutdown", "3",
         ]  # fmt: skip
         if protocols:  # taskcast's own, as the Procfile runs it; else uvicorn's
-            args += ["--http", "api.wsprotocol:HttpProtocol"]
-            args += ["--ws", "api.wsprotocol:WebSocketProtocol"]
+            args += ["--http", "taskcast.api.wsprotocol:HttpProtocol"]
+            args += ["--ws", "taskcast.api.wsprotocol:WebSocketProtocol"]
         super().__init__(name, args, env, log_dir)
         self.url = f"http://127.0.0.1:{self.port}{prefix}"
         self.ws_url = f"ws://127.0.0.1:{self.port}{prefix}/ws"
@@ -243,7 +243,7 @@ class Worker(Process):
         self, env: dict[str, str], log_dir: Path, name: str = "worker", concurrency: int = 1
     ) -> None:
         args = [
-            str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel", "INFO",
+            str(BIN / "celery"), "-A", "taskcast.workers.app", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "--hostname", f"{name}-{free_port()}@%h",
             "--without-mingle", "--without-gossip",
         ]  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from realtime.tokens import issue
+from taskcast.realtime.tokens import issue
 
 from .processes import SECRET, RedisServer, Web, Worker, base_env
 from .wsclient import WS, Frame, terminal

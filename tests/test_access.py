@@ -12,10 +12,10 @@ import httpx
 import jwt
 import pytest
 
-from api.deps import Node
-from api.main import create_app
-from realtime.access import load_policy
-from realtime.settings import Settings
+from taskcast.api.deps import Node
+from taskcast.api.main import create_app
+from taskcast.realtime.access import load_policy
+from taskcast.realtime.settings import Settings
 
 from .inprocess import served
 from .processes import SECRET

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from realtime.tokens import verify
+from taskcast.realtime.tokens import verify
 
 from .processes import SECRET, Web
 

@@ -13,8 +13,8 @@ import redis
 from broadcaster import Broadcast, Event
 from redis.asyncio import Redis
 
-from realtime import metrics
-from realtime.backend import (
+from taskcast.realtime import metrics
+from taskcast.realtime.backend import (
     CONTROL_CHANNEL,
     RESYNC,
     RedisBackend,
@@ -208,7 +208,7 @@ async def test_a_silent_link_is_dropped_by_the_watchdog_and_recovered(
     """Redis that stops answering without closing (a frozen host, a dead NAT entry) is
     noticed by the ping watchdog; once Redis answers again the backend is back, with a
     resync."""
-    monkeypatch.setattr("realtime.backend.PING_INTERVAL", 0.2)
+    monkeypatch.setattr("taskcast.realtime.backend.PING_INTERVAL", 0.2)
     backend = RedisBackend(durable.url)
     await backend.connect()
     assert durable.proc is not None

@@ -15,11 +15,11 @@ import pytest
 from celery import Celery
 from redis.asyncio import Redis
 
-from realtime.backend import make_backend
-from realtime.publisher import Publisher
-from realtime.reaper import BrokerQueues, Reaper, RedisBroker
-from realtime.store import Store
-from workers.signatures import redis_broker, sender
+from taskcast.realtime.backend import make_backend
+from taskcast.realtime.publisher import Publisher
+from taskcast.realtime.reaper import BrokerQueues, Reaper, RedisBroker
+from taskcast.realtime.store import Store
+from taskcast.workers.signatures import redis_broker, sender
 
 from .processes import Web, Worker, base_env, wait_for
 from .stack import User, until_terminal

@@ -22,9 +22,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from realtime import Client
-from realtime.events import TERMINAL_TYPES
-from realtime.tokens import issue
+from taskcast.realtime import Client
+from taskcast.realtime.events import TERMINAL_TYPES
+from taskcast.realtime.tokens import issue
 
 from .processes import ROOT, SECRET, RedisServer, Web, Worker, base_env, free_port
 from .test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, screenshot

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.channels import Channel, may_subscribe, parse
-from realtime.errors import BadChannel
+from taskcast.realtime.channels import Channel, may_subscribe, parse
+from taskcast.realtime.errors import BadChannel
 
 TOPICS = ["orders", "clients", "inventory", "notifications", "system"]
 

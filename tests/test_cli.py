@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from realtime.tokens import verify
+from taskcast.realtime.tokens import verify
 
 from .processes import BIN, free_port, wait_for
 from .wsclient import WS, terminal

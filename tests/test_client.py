@@ -11,8 +11,8 @@ import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from realtime.client import Client, Subscription, ws_url
-from realtime.errors import Unauthorized
+from taskcast.realtime.client import Client, Subscription, ws_url
+from taskcast.realtime.errors import Unauthorized
 
 from .processes import Web, Worker
 from .wsclient import terminal

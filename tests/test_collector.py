@@ -12,12 +12,12 @@ import anyio
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from api.collector import Collector
-from api.main import create_app
-from api.wsprotocol import WebSocketProtocol
-from realtime.metrics import COUNTS
-from realtime.session import Session
-from realtime.settings import Settings
+from taskcast.api.collector import Collector
+from taskcast.api.main import create_app
+from taskcast.api.wsprotocol import WebSocketProtocol
+from taskcast.realtime.metrics import COUNTS
+from taskcast.realtime.session import Session
+from taskcast.realtime.settings import Settings
 
 from .inprocess import served
 from .wsclient import WS

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime.events import TERMINAL_TYPES
+from taskcast.realtime.events import TERMINAL_TYPES
 
 from .processes import RedisServer
 from .stack import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from realtime import embedded
+from taskcast.realtime import embedded
 
 
 def test_private_redis_keeps_aof_in_its_data_dir_across_restarts(tmp_path: Path) -> None:

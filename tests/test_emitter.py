@@ -17,15 +17,15 @@ import pytest
 import redis
 from broadcaster import Broadcast
 
-import realtime
-from realtime import emitter as emitter_module
-from realtime import metrics
-from realtime.backend import RedisBackend
-from realtime.emitter import Emitter
-from realtime.errors import EventTooLarge
-from realtime.events import MAX_TEXT_CHARS
-from realtime.settings import Settings, get_settings
-from realtime.store import Message
+from taskcast import realtime
+from taskcast.realtime import emitter as emitter_module
+from taskcast.realtime import metrics
+from taskcast.realtime.backend import RedisBackend
+from taskcast.realtime.emitter import Emitter
+from taskcast.realtime.errors import EventTooLarge
+from taskcast.realtime.events import MAX_TEXT_CHARS
+from taskcast.realtime.settings import Settings, get_settings
+from taskcast.realtime.store import Message
 
 from .processes import RedisServer
 

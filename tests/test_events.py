@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from realtime import events
-from realtime.events import (
+from taskcast.realtime import events
+from taskcast.realtime.events import (
     DATA_MODELS,
     EVENT_TYPES,
     MAX_TEXT_CHARS,
@@ -27,7 +27,7 @@ from realtime.events import (
     source,
     validate_data,
 )
-from realtime.settings import MIN_EVENT_BYTES
+from taskcast.realtime.settings import MIN_EVENT_BYTES
 
 # One valid `data` per type, and one bad `data` naming the field the error must mention.
 VALID: dict[str, dict[str, Any]] = {

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from realtime import Emitter
+from taskcast.realtime import Emitter
 
 from .processes import RedisServer, Web, Worker, wait_for
 from .wsclient import WS, terminal

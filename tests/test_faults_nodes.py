@@ -9,7 +9,7 @@ import anyio
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from realtime import Emitter
+from taskcast.realtime import Emitter
 
 from .processes import Web, Worker, wait_for
 from .wsclient import WS

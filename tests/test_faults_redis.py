@@ -76,7 +76,7 @@ async def test_events_published_before_resubscribe_are_caught_up(
     durable: RedisServer, spawn: Callable[..., Web | Worker], make_token: Callable[..., str]
 ) -> None:
     """Events stored while the node's pub/sub link was down reach subscribers, once, in order."""
-    from realtime import Emitter
+    from taskcast.realtime import Emitter
 
     web = spawn("web")
     token = make_token("bob")

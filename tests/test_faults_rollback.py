@@ -9,7 +9,7 @@ import anyio
 import httpx
 import pytest
 
-from realtime import Emitter
+from taskcast.realtime import Emitter
 
 from .processes import RedisServer, Web, Worker, wait_for
 from .wsclient import WS, Frame, terminal

@@ -17,8 +17,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 
-from api.main import create_app
-from realtime.tokens import issue
+from taskcast.api.main import create_app
+from taskcast.realtime.tokens import issue
 
 from .liveweb import SECRET, running_web
 from .processes import RedisServer, Web

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
-from realtime.tokens import issue
+from taskcast.realtime.tokens import issue
 
 from .liveweb import SECRET, fresh_user, running_web
 from .processes import RedisServer, Web

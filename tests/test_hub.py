@@ -14,15 +14,15 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from realtime.backend import RedisBackend, make_backend
-from realtime.emitter import Emitter
-from realtime.events import encode_event, make_event
-from realtime.hub import Hub
-from realtime.protocol import WS_4008_SLOW_CONSUMER, encode
-from realtime.publisher import Publisher
-from realtime.session import Session
-from realtime.store import Store
-from realtime.tokens import Principal
+from taskcast.realtime.backend import RedisBackend, make_backend
+from taskcast.realtime.emitter import Emitter
+from taskcast.realtime.events import encode_event, make_event
+from taskcast.realtime.hub import Hub
+from taskcast.realtime.protocol import WS_4008_SLOW_CONSUMER, encode
+from taskcast.realtime.publisher import Publisher
+from taskcast.realtime.session import Session
+from taskcast.realtime.store import Store
+from taskcast.realtime.tokens import Principal
 
 ALL = 1 << 30  # history bytes that keep every event a test emits
 

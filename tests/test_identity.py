@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import ValidationError
 
-from api.main import create_app
-from realtime.errors import Unauthorized, Unavailable
-from realtime.settings import Settings
-from realtime.tokens import TokenRules, Verifier, verify
+from taskcast.api.main import create_app
+from taskcast.realtime.errors import Unauthorized, Unavailable
+from taskcast.realtime.settings import Settings
+from taskcast.realtime.tokens import TokenRules, Verifier, verify
 
 from .inprocess import served
 from .processes import free_port

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from realtime import Emitter
+from taskcast.realtime import Emitter
 
 from .processes import Web, base_env
 from .wsclient import WS

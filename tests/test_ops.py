@@ -7,8 +7,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from realtime import Emitter
-from realtime.errors import EventTooLarge
+from taskcast.realtime import Emitter
+from taskcast.realtime.errors import EventTooLarge
 
 from .processes import Web
 from .wsclient import WS

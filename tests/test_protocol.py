@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from realtime.errors import BadRequest
-from realtime.protocol import error_frame, parse_frame
+from taskcast.realtime.errors import BadRequest
+from taskcast.realtime.protocol import error_frame, parse_frame
 
 
 def test_ping_subscribe_unsubscribe_parse() -> None:

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from realtime.backend import make_backend
-from realtime.errors import EventTooLarge
-from realtime.events import make_event
-from realtime.publisher import Publisher
-from realtime.store import Store
+from taskcast.realtime.backend import make_backend
+from taskcast.realtime.errors import EventTooLarge
+from taskcast.realtime.events import make_event
+from taskcast.realtime.publisher import Publisher
+from taskcast.realtime.store import Store
 
 pytestmark = pytest.mark.anyio
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from realtime.ratelimit import TokenBucket
+from taskcast.realtime.ratelimit import TokenBucket
 
 
 class Clock:

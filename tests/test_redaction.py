@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime import redaction
-from realtime.redaction import REDACTED, RedactTokens, redact
-from realtime.tokens import issue
+from taskcast.realtime import redaction
+from taskcast.realtime.redaction import REDACTED, RedactTokens, redact
+from taskcast.realtime.tokens import issue
 
 # Another test's leftover background thread (a retry loop with jitter) may touch the global
 # `random` while Hypothesis draws; that says nothing about the code under test here.

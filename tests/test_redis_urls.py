@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from realtime.resp import address
-from workers.signatures import sender
+from taskcast.realtime.resp import address
+from taskcast.workers.signatures import sender
 
 from .processes import RedisServer, Web, Worker, base_env
 from .stack import User, until_terminal

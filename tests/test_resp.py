@@ -8,7 +8,7 @@ import hiredis
 import pytest
 from redis.asyncio import Redis
 
-from realtime.resp import Pipeline, command
+from taskcast.realtime.resp import Pipeline, command
 
 pytestmark = pytest.mark.anyio
 

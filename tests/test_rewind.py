@@ -9,9 +9,9 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from realtime.emitter import Emitter
-from realtime.events import encode_event, make_event
-from realtime.store import Message, Store, event_id
+from taskcast.realtime.emitter import Emitter
+from taskcast.realtime.events import encode_event, make_event
+from taskcast.realtime.store import Message, Store, event_id
 
 from .processes import RedisServer
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from realtime.connections import redis_client
-from realtime.events import encode_event, make_event
-from realtime.store import Store
+from taskcast.realtime.connections import redis_client
+from taskcast.realtime.events import encode_event, make_event
+from taskcast.realtime.store import Store
 
 pytestmark = pytest.mark.anyio
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from realtime.cli import app
-from realtime.events import EVENT_TYPES
+from taskcast.realtime.cli import app
+from taskcast.realtime.events import EVENT_TYPES
 
 
 @pytest.mark.timeout(30)

@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from realtime.tokens import LEEWAY_SECONDS, issue
+from taskcast.realtime.tokens import LEEWAY_SECONDS, issue
 
 from .liveweb import SECRET, fresh_user, running_web
 from .processes import RedisServer, Web, Worker, wait_for

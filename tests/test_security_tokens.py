@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from realtime import Settings
-from realtime.channels import TOPICS, Channel, may_subscribe, parse, valid_id
-from realtime.errors import BadChannel, Unauthorized
-from realtime.tokens import LEEWAY_SECONDS, bearer, issue, verify
+from taskcast.realtime import Settings
+from taskcast.realtime.channels import TOPICS, Channel, may_subscribe, parse, valid_id
+from taskcast.realtime.errors import BadChannel, Unauthorized
+from taskcast.realtime.tokens import LEEWAY_SECONDS, bearer, issue, verify
 
 # Another test's leftover background thread (a retry loop with jitter) may touch the global
 # `random` while Hypothesis draws; that says nothing about the code under test here.

@@ -16,7 +16,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from realtime.tokens import LEEWAY_SECONDS, issue
+from taskcast.realtime.tokens import LEEWAY_SECONDS, issue
 
 from .liveweb import SECRET, fresh_user, running_web
 from .processes import RedisServer, Web

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from realtime.settings import Settings
+from taskcast.realtime.settings import Settings
 
 SECRET = "s" * 40
 

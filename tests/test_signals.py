@@ -11,19 +11,19 @@ import pytest
 import redis
 from celery import signals
 
-import workers.signals  # noqa: F401 - connects the lifecycle handlers
-from realtime import emitter as emitter_module
-from realtime.events import MAX_TEXT_CHARS
-from realtime.settings import Settings
-from realtime.store import Message
-from workers.app import app
-from workers.signatures import ORDERS_PROCESS
+import taskcast.workers.signals  # noqa: F401 - connects the lifecycle handlers
+from taskcast.realtime import emitter as emitter_module
+from taskcast.realtime.events import MAX_TEXT_CHARS
+from taskcast.realtime.settings import Settings
+from taskcast.realtime.store import Message
+from taskcast.workers.app import app
+from taskcast.workers.signatures import ORDERS_PROCESS
 
 
 @pytest.fixture
 def task(settings: Settings) -> Any:
     """A real task of the worker app (its request is what the signal handlers read)."""
-    import workers.orders  # noqa: F401 - registers the task on the app
+    import taskcast.workers.orders  # noqa: F401 - registers the task on the app
 
     return app.tasks[ORDERS_PROCESS]
 

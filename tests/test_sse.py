@@ -13,8 +13,8 @@ import anyio
 import httpx
 import pytest
 
-from realtime.emitter import Emitter
-from realtime.tokens import issue
+from taskcast.realtime.emitter import Emitter
+from taskcast.realtime.tokens import issue
 
 from .processes import SECRET, RedisServer, Web, base_env, wait_for
 

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from realtime.events import encode_event, make_event
-from realtime.resp import Pipeline
-from realtime.store import Message, Store, Stored
+from taskcast.realtime.events import encode_event, make_event
+from taskcast.realtime.resp import Pipeline
+from taskcast.realtime.store import Message, Store, Stored
 
 pytestmark = pytest.mark.anyio
 

@@ -20,13 +20,13 @@ import httpx
 import jwt
 import pytest
 
-from api.main import create_app
-from realtime.client import Client
-from realtime.errors import Forbidden, TokenRevoked
-from realtime.expiry import Expiry
-from realtime.session import Session
-from realtime.settings import Settings
-from realtime.tokens import LEEWAY_SECONDS, Principal
+from taskcast.api.main import create_app
+from taskcast.realtime.client import Client
+from taskcast.realtime.errors import Forbidden, TokenRevoked
+from taskcast.realtime.expiry import Expiry
+from taskcast.realtime.session import Session
+from taskcast.realtime.settings import Settings
+from taskcast.realtime.tokens import LEEWAY_SECONDS, Principal
 
 from .inprocess import served
 from .liveweb import running_web

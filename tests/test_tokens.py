@@ -11,8 +11,8 @@ import time
 import jwt
 import pytest
 
-from realtime.errors import Unauthorized
-from realtime.tokens import LEEWAY_SECONDS, bearer, issue, verify
+from taskcast.realtime.errors import Unauthorized
+from taskcast.realtime.tokens import LEEWAY_SECONDS, bearer, issue, verify
 
 SECRET = "s" * 64  # long enough for HS512 too, so forging is not refused for key length
 

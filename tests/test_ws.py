@@ -16,12 +16,12 @@ import anyio
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from api.deps import Node
-from api.main import create_app
-from realtime.emitter import Emitter
-from realtime.settings import Settings
-from realtime.tokens import issue
-from workers.signals import freeze_startup_objects
+from taskcast.api.deps import Node
+from taskcast.api.main import create_app
+from taskcast.realtime.emitter import Emitter
+from taskcast.realtime.settings import Settings
+from taskcast.realtime.tokens import issue
+from taskcast.workers.signals import freeze_startup_objects
 
 from .inprocess import served
 from .wsclient import WS, Frame

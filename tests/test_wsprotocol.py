@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.wsprotocol import (
+from taskcast.api.wsprotocol import (
     EXTENSION,
     KEEPALIVE_GAP,
     KEEPALIVE_STEPS,
@@ -29,11 +29,11 @@ from api.wsprotocol import (
     _Inbox,
     _Keepalive,
 )
-from realtime.backend import make_broadcast
-from realtime.connections import redis_client
-from realtime.publisher import Publisher
-from realtime.settings import MAX_EVENT_BYTES_CEILING
-from realtime.store import Store
+from taskcast.realtime.backend import make_broadcast
+from taskcast.realtime.connections import redis_client
+from taskcast.realtime.publisher import Publisher
+from taskcast.realtime.settings import MAX_EVENT_BYTES_CEILING
+from taskcast.realtime.store import Store
 
 from .inprocess import served
 from .processes import Web, Worker

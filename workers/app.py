@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from celery import Celery
 
-from realtime.settings import get_settings
+from taskcast.realtime.settings import get_settings
 
 from .signatures import celery_config
 
 app = Celery(
     "taskcast",
-    include=["workers.orders", "workers.inventory", "workers.signals"],
-    task_cls="workers.task:TaskcastTask",
+    include=["taskcast.workers.orders", "taskcast.workers.inventory", "taskcast.workers.signals"],
+    task_cls="taskcast.workers.task:TaskcastTask",
     set_as_current=True,
 )
 # Read the environment when Celery configures itself, not at import.

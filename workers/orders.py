@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from realtime.settings import get_settings
+from taskcast.realtime.settings import get_settings
 
 from .app import app
 from .task import TaskcastTask

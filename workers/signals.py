@@ -9,9 +9,9 @@ from typing import Any
 
 from celery import signals
 
-from realtime import emitter
-from realtime.errors import EventTooLarge
-from realtime.events import clip
+from taskcast.realtime import emitter
+from taskcast.realtime.errors import EventTooLarge
+from taskcast.realtime.events import clip
 
 from .task import TaskCancelled
 

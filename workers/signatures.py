@@ -10,7 +10,7 @@ from celery import Celery
 from kombu.transport.redis import Channel as RedisChannel
 from redis.connection import UnixDomainSocketConnection, parse_url
 
-from realtime.reaper import RedisBroker
+from taskcast.realtime.reaper import RedisBroker
 
 ORDERS_PROCESS: Final = "orders.process"
 INVENTORY_IMPORT: Final = "inventory.import"

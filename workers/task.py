@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Task
 
-from realtime import emitter
+from taskcast.realtime import emitter
 
 
 class TaskCancelled(Exception):
