@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from taskcast.realtime import Hub, Principal, Publisher, Settings, Store
 from taskcast.realtime.access import Access
+from taskcast.realtime.errors import Unauthorized
 from taskcast.realtime.tokens import Verifier, bearer
 
 
@@ -35,9 +36,17 @@ def get_node(request: Request) -> Node:
     return node
 
 
+async def authenticate(node: Node, token: str | None) -> Principal:
+    """The principal of a valid token that no revocation refuses; `Unauthorized` otherwise."""
+    principal = await node.verifier.authenticate(token)
+    if node.hub.revocations.refuses(principal):
+        raise Unauthorized("token revoked")
+    return principal
+
+
 async def get_principal(request: Request, node: Annotated[Node, Depends(get_node)]) -> Principal:
     """The caller named by `Authorization: Bearer …`; `Unauthorized` (401) otherwise."""
-    return await node.verifier.authenticate(bearer(request.headers.get("authorization")))
+    return await authenticate(node, bearer(request.headers.get("authorization")))
 
 
 NodeDep = Annotated[Node, Depends(get_node)]

@@ -26,7 +26,7 @@ from taskcast.realtime.reaper import BrokerQueues, Reaper
 from taskcast.realtime.tokens import Verifier
 from taskcast.workers.signatures import redis_broker, sender
 
-from . import auth, errors, inventory, ops, orders, publish, sse, tasks
+from . import auth, errors, inventory, ops, orders, publish, sse, tasks, users
 from .collector import Collector
 from .deps import Node, NodeDep
 from .limits import BodyLimit
@@ -123,7 +123,8 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
                 reaper = Reaper(
                     publisher, node_id, conf.stale_after, conf.queued_stale_after, broker
                 )
-                hub = await closing.enter_async_context(Hub(backend, store))
+                hub = Hub(backend, store, revocation_ttl=conf.revocation_ttl)
+                await closing.enter_async_context(hub)
                 await closing.enter_async_context(reaper)
                 app.state.node = Node(
                     settings=conf,
@@ -162,6 +163,7 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
     app.include_router(ops.router)
     app.include_router(sse.router)
     app.include_router(publish.router)
+    app.include_router(users.router)
     return app
 
 

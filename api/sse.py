@@ -25,7 +25,7 @@ from taskcast.realtime.protocol import WS_1012_SERVICE_RESTART, encode
 from taskcast.realtime.session import Session
 from taskcast.realtime.tokens import Principal, bearer
 
-from .deps import Node, NodeDep
+from .deps import Node, NodeDep, authenticate
 
 router = APIRouter(tags=["realtime"])
 
@@ -191,7 +191,7 @@ async def sse(
     last_event: Annotated[str | None, Header(alias="last-event-id")] = None,
 ) -> EventStream:
     """Subscribe to `channel` with the same token and permissions as `/ws`."""
-    principal = await node.verifier.authenticate(token or bearer(authorization))
+    principal = await authenticate(node, token or bearer(authorization))
     parsed = await node.access.check(principal, channel)
     per_user = node.hub.connections_of(principal.user)
     if per_user >= node.settings.max_connections_per_user:

@@ -1,4 +1,8 @@
-"""`/ws`: authenticate, then relay subscribe/unsubscribe/ping to the hub; errors never close."""
+"""`/ws`: authenticate, then relay subscribe/unsubscribe/refresh/ping to the hub.
+
+An error in a client frame never closes the connection; the token running out or being
+revoked does (the hub's `end`: an error frame, then 4401).
+"""
 
 from __future__ import annotations
 
@@ -33,9 +37,9 @@ from taskcast.realtime.protocol import (
 )
 from taskcast.realtime.ratelimit import TokenBucket
 from taskcast.realtime.session import Session
-from taskcast.realtime.tokens import bearer
+from taskcast.realtime.tokens import Principal, bearer
 
-from .deps import Node
+from .deps import Node, authenticate
 from .wsprotocol import EXTENSION as SEND_NOWAIT
 
 logger = logging.getLogger("taskcast.ws")
@@ -96,7 +100,7 @@ class WebSocketEndpoint:
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
         try:
-            principal = await node.verifier.authenticate(token)
+            principal = await authenticate(node, token)
         except (Unauthorized, Unavailable) as exc:
             # Unavailable: the identity provider's keys could not be fetched; try again.
             code = WS_4401_UNAUTHORIZED if isinstance(exc, Unauthorized) else WS_1011_INTERNAL_ERROR
@@ -137,6 +141,7 @@ class WebSocketEndpoint:
                     "connection_id": session.id,
                     "user": principal.user,
                     "node": node.node_id,
+                    "expires_at": principal.expires_at,
                 }
             )
         )
@@ -170,6 +175,8 @@ class WebSocketEndpoint:
                 refused = RateLimited().with_ref(_ref(text))
                 session.push(error_frame(refused.code, refused.message, refused.ref))
                 continue
+            if session.closing:  # its token ran out or was revoked: the close is on its way
+                continue
             if text is None:
                 session.push(error_frame("bad_request", "binary frames are not accepted"))
                 continue
@@ -189,6 +196,9 @@ class WebSocketEndpoint:
             if frame.ref is not None:
                 reply["ref"] = frame.ref
             session.push(encode(reply))
+            return
+        if frame.op == "refresh":
+            await self._refresh(frame, session, node)
             return
         assert frame.channel is not None
         try:
@@ -219,7 +229,48 @@ class WebSocketEndpoint:
             )
         except TaskcastError as exc:
             raise exc.with_ref(frame.ref) from None
+        if session.closing:  # the token ran out while history was read
+            node.hub.unsubscribe(session, channel.name)
+            return
         if frame.ref is not None:
             reply["ref"] = frame.ref
         session.push(encode(reply))
         node.hub.finish_subscribe(session, channel.name, replay)
+
+    async def _refresh(self, frame: ClientFrame, session: Session, node: Node) -> None:
+        """Replace the connection's token: the same user, and the subscriptions the new token
+        no longer allows end (`unsubscribed`, reason `forbidden`) before `refreshed`.
+
+        A refused token changes nothing: the connection keeps its old one until it runs out.
+        """
+        try:
+            principal = await authenticate(node, frame.token)
+        except (Unauthorized, Unavailable) as exc:
+            raise exc.with_ref(frame.ref) from None
+        old: Principal = session.principal
+        if principal.user != old.user:
+            raise Unauthorized("the new token names another user").with_ref(frame.ref)
+        dropped: list[str] = []
+        for name in list(session.subs):
+            channel = node.access.channel(name)
+            if node.access.policy is None and channel.kind == "task" and not old.is_admin:
+                continue  # the built-in rules allowed it by ownership: the user is the same
+            try:
+                allowed = await node.access.allowed(principal, channel)
+            except Exception:  # noqa: BLE001 - Redis away: refuse, keep the old token
+                raise Unavailable().with_ref(frame.ref) from None
+            if not allowed:
+                dropped.append(name)
+        if session.closing:  # the old token ran out meanwhile: the close is on its way
+            return
+        node.hub.reauthorize(session, principal)
+        metrics.COUNTS.token_refreshes += 1
+        for name in dropped:
+            if node.hub.unsubscribe(session, name):
+                session.push(
+                    encode({"type": "unsubscribed", "channel": name, "reason": "forbidden"})
+                )
+        reply: dict[str, Any] = {"type": "refreshed", "expires_at": principal.expires_at}
+        if frame.ref is not None:
+            reply["ref"] = frame.ref
+        session.push(encode(reply))

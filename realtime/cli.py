@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -87,13 +88,15 @@ def local_secret(data_dir: Path | None) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def resolve_token(token: str | None, data_dir: Path | None = None) -> str:
+def resolve_token(
+    token: str | None, data_dir: Path | None = None, scopes: tuple[str, ...] = DEMO_SCOPES
+) -> str:
     if token:
         return token
     secret = local_secret(data_dir)
     if secret is None:
         fail("no token: pass --token or TASKCAST_TOKEN (or run `taskcast up` here first)")
-    return issue(secret, DEMO_USER, DEMO_SCOPES, ttl=3600)
+    return issue(secret, DEMO_USER, scopes, ttl=3600)
 
 
 # --- taskcast up -------------------------------------------------------------------------
@@ -289,6 +292,21 @@ def post(url: str, token: str, path: str, body: dict[str, Any]) -> dict[str, Any
         fail(f"{reply.status_code} {detail}", 1)
     result: dict[str, Any] = reply.json()
     return result
+
+
+@app.command()
+def revoke(
+    user: Annotated[str, typer.Argument(help="The user whose tokens to revoke.")],
+    url: Url = "",
+    token: Token = None,
+) -> None:
+    """End USER's connections on every node; refuse their tokens issued until now (admin).
+
+    Without --token, an admin token signed with the local secret is used.
+    """
+    admin = resolve_token(token, scopes=("admin",))
+    reply = post(url or default_url(), admin, f"/users/{quote(user, safe='')}/revoke", {})
+    typer.echo(f"revoked {reply['user_id']} at {reply['revoked_at']}")
 
 
 def parse_item(text: str) -> dict[str, Any]:

@@ -8,18 +8,27 @@
 The client reconnects forever (capped exponential backoff with jitter) and resubscribes every
 channel with `since` and `epoch`, so nothing still in history is lost and duplicates are
 dropped by seq. When the server cannot resume (`recovered: false`) the subscription yields
-that `subscribed` frame, whose `state` the caller should reload from. A rejected token (close
-4401) raises `Unauthorized`; it is never retried.
+that `subscribed` frame, whose `state` the caller should reload from.
+
+`token` is a string, or a function (plain or async) returning one. A function is called for
+each connection, again shortly before the connection's token expires (the new token replaces
+it in place: `refresh`, no reconnect), and after the server ended the connection because its
+token expired or was revoked (then the client reconnects with the new one). A token refused
+when connecting (close 4401) raises `Unauthorized`, as does expiry or revocation with a plain
+string; that is never retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import json
 import logging
 import random
+import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,7 +37,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, WebSocketException
 
-from .errors import TaskcastError, Unauthorized
+from .errors import Forbidden, TaskcastError, TokenExpired, TokenRevoked, Unauthorized
 from .protocol import WS_4401_UNAUTHORIZED
 
 logger = logging.getLogger("taskcast.client")
@@ -36,11 +45,14 @@ logger = logging.getLogger("taskcast.client")
 _jitter = random.Random()
 
 Frame = dict[str, Any]
+TokenSource = str | Callable[[], str | Awaitable[str]]
 
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 10.0
 OPEN_TIMEOUT = 10.0
 QUEUE_SIZE = 10_000
 MAX_FRAME = 16 * 1024 * 1024
+REFRESH_AHEAD = 30.0  # seconds before `expires_at` a token function is asked for a new token
+ENDED_BY = {c.code: c for c in (TokenExpired, TokenRevoked)}  # error codes before a 4401
 
 
 def ws_url(url: str) -> str:
@@ -188,7 +200,7 @@ class Client:
     def __init__(
         self,
         url: str,
-        token: str,
+        token: TokenSource,
         *,
         backoff_first: float = BACKOFF_FIRST,
         backoff_cap: float = BACKOFF_CAP,
@@ -210,6 +222,8 @@ class Client:
         self._changed: asyncio.Event | None = None  # set when connected or failed
         self._error: BaseException | None = None
         self._closing = False
+        self._ended_by: str | None = None  # the error code the server sent before closing
+        self._refreshed: asyncio.Future[Frame] | None = None  # the pending refresh's reply
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"  # never the token
@@ -292,8 +306,48 @@ class Client:
             attempt += 1
             await asyncio.sleep(delay / 2 + _jitter.uniform(0, delay / 2))
 
+    async def _fresh_token(self) -> str:
+        """The token to use now: the string given, or what the token function returns."""
+        source = self._token
+        if isinstance(source, str):
+            return source
+        try:
+            value = source()
+            if inspect.isawaitable(value):
+                value = await value
+        except Unauthorized:
+            raise
+        except Exception as exc:  # an identity provider away: retried like a network error
+            raise ConnectionError(f"the token function failed: {type(exc).__name__}") from exc
+        if not isinstance(value, str) or not value:
+            raise Unauthorized("the token function returned no token")
+        return value
+
+    async def _refresh(self, conn: ClientConnection, expires_at: int) -> None:
+        """Ask the token function for a new token ahead of `expires_at` and hand it to the
+        server (`refresh`), for as long as each new token lives longer than the last."""
+        ahead = min(REFRESH_AHEAD, max(0.0, (expires_at - time.time()) / 2))
+        while True:
+            await asyncio.sleep(max(0.0, expires_at - ahead - time.time()))
+            token = await self._fresh_token()
+            ref = f"refresh-{next(self._refs)}"
+            self._refreshed = asyncio.get_running_loop().create_future()
+            await conn.send(json.dumps({"op": "refresh", "token": token, "ref": ref}))
+            reply = await self._refreshed
+            renewed = reply.get("expires_at")
+            if reply.get("type") != "refreshed" or not isinstance(renewed, int):
+                # Refused: the old token stays; the server ends the connection when it
+                # expires, and the next connection asks the function again.
+                logger.info("taskcast token refresh refused: %s", reply.get("code"))
+                return
+            if renewed <= expires_at:
+                return  # no longer-lived token on offer: reconnect when this one ends
+            ahead = min(REFRESH_AHEAD, max(0.0, (renewed - time.time()) / 2))
+            expires_at = renewed
+
     async def _connect_once(self) -> None:
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {await self._fresh_token()}"}
+        refresher: asyncio.Task[None] | None = None
         async with websockets.connect(
             self.url,
             additional_headers=headers,
@@ -311,9 +365,13 @@ class Client:
                     raise ConnectionError(f"refused: {first.get('code')}")  # e.g. too many, retry
                 self.welcome = first
                 self._conn = conn
+                self._ended_by = None
                 self.connections += 1
                 assert self._changed is not None
                 self._changed.set()
+                expires_at = first.get("expires_at")
+                if not isinstance(self._token, str) and isinstance(expires_at, int):
+                    refresher = asyncio.create_task(self._refresh(conn, expires_at))
                 for sub in list(self._subs.values()):
                     await self._send_subscribe(sub)
                 async for raw in conn:
@@ -322,8 +380,19 @@ class Client:
                 pass  # the close code below says what happened
             finally:
                 self._conn = None
+                if refresher is not None:
+                    refresher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await refresher
+                if self._refreshed is not None and not self._refreshed.done():
+                    self._refreshed.cancel()
+                self._refreshed = None
         if conn.close_code == WS_4401_UNAUTHORIZED:
-            raise Unauthorized("the server closed the connection: unauthorized")
+            ended = ENDED_BY.get(self._ended_by or "")
+            if ended is not None and not isinstance(self._token, str):
+                logger.info("taskcast token ended (%s); reconnecting with a new one", ended.code)
+                return
+            raise ended() if ended is not None else Unauthorized("the server closed: unauthorized")
         logger.info("taskcast connection closed (%s); reconnecting", conn.close_code)
 
     async def _dispatch(self, frame: Frame) -> None:
@@ -333,10 +402,23 @@ class Client:
             await sub._on_event(frame)
         elif kind == "subscribed" and sub is not None:
             await sub._on_subscribed(frame)
+        elif kind == "unsubscribed" and sub is not None and frame.get("reason"):
+            # The server ended it: a refreshed token no longer allows the channel.
+            del self._subs[sub.channel]
+            sub._finish(Forbidden(f"no longer allowed to subscribe to {sub.channel}"))
+        elif kind == "refreshed" or (kind == "error" and self._refreshing(frame)):
+            if self._refreshed is not None and not self._refreshed.done():
+                self._refreshed.set_result(frame)
         elif kind == "error":
             self._on_error(frame)
 
+    @staticmethod
+    def _refreshing(frame: Frame) -> bool:
+        return str(frame.get("ref")).startswith("refresh-")
+
     def _on_error(self, frame: Frame) -> None:
+        if frame.get("ref") is None and frame.get("code") in ENDED_BY:
+            self._ended_by = frame["code"]  # the close (4401) follows
         ref = frame.get("ref")
         for channel, sub in list(self._subs.items()):
             if sub.ref == ref:

@@ -40,6 +40,16 @@ class Unauthorized(TaskcastError):
     default_message = "missing, invalid or expired token"
 
 
+class TokenExpired(Unauthorized):
+    code = "token_expired"
+    default_message = "the connection's token expired; refresh it or reconnect with a new one"
+
+
+class TokenRevoked(Unauthorized):
+    code = "token_revoked"
+    default_message = "the user's tokens were revoked; reconnect with a new one"
+
+
 class Forbidden(TaskcastError):
     code = "forbidden"
     http_status = 403

@@ -18,12 +18,15 @@ from typing import Any
 
 from broadcaster import BroadcastBackend, Event
 
-from . import metrics
+from . import metrics, revocation
 from .backend import CONTROL_CHANNEL, RESYNC, RedisBackend
-from .errors import Unavailable
-from .protocol import WS_1011_INTERNAL_ERROR, encode
+from .errors import TaskcastError, TokenExpired, TokenRevoked, Unavailable
+from .expiry import Expiry
+from .protocol import WS_1011_INTERNAL_ERROR, WS_4401_UNAUTHORIZED, encode, error_frame
+from .revocation import Revocations
 from .session import Framing, Session, Subscription, Write
 from .store import Message, Snapshot, Store, event_id
+from .tokens import Principal
 
 logger = logging.getLogger("taskcast.hub")
 
@@ -32,6 +35,7 @@ REPLAY_PAGE = 256  # history entries read per round trip while a session catches
 READY_TIMEOUT = 5.0
 INTAKE_BACKOFF = 0.5  # a stock backend whose `next_published` raised: try again after this
 RELEASE_BATCH = 256  # idle channels unsubscribed per loop iteration
+REVOCATION_TTL = 90000  # seconds a revocation stands (`TASKCAST_REVOCATION_TTL`)
 
 
 @dataclass(eq=False, slots=True)
@@ -147,11 +151,18 @@ class Hub:
     """Relays events from broadcaster to sessions: each seq once, in order, to each subscriber."""
 
     def __init__(
-        self, backend: BroadcastBackend, store: Store, *, idle_grace: float = IDLE_GRACE
+        self,
+        backend: BroadcastBackend,
+        store: Store,
+        *,
+        idle_grace: float = IDLE_GRACE,
+        revocation_ttl: int = REVOCATION_TTL,
     ) -> None:
         self.backend = backend  # connected by the caller, who also publishes through it
         self.store = store
         self.idle_grace = idle_grace
+        self.expiry = Expiry(self._expired)  # every session's token deadline, one timer
+        self.revocations = Revocations(revocation_ttl)
         self.channels: dict[str, _Channel] = {}
         self.sessions: set[Session] = set()
         self._per_user: dict[str, int] = {}
@@ -165,6 +176,8 @@ class Hub:
 
     async def __aenter__(self) -> Hub:
         await self.backend.subscribe(CONTROL_CHANNEL)
+        await self.backend.subscribe(revocation.CHANNEL)
+        await self._load_revocations()  # after subscribing: nothing falls between the two
         if isinstance(self.backend, RedisBackend):
             # Ours hands each message over in the loop's read callback: no task switch.
             self.backend.consume(self._take)
@@ -173,6 +186,7 @@ class Hub:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.expiry.close()
         if isinstance(self.backend, RedisBackend):
             self.backend.consume(None)
         tasks = [self._intake] if self._intake is not None else []
@@ -190,6 +204,7 @@ class Hub:
         self.sessions.add(session)
         user = session.principal.user
         self._per_user[user] = self._per_user.get(user, 0) + 1
+        self.expiry.track(session)
 
     def connections_of(self, user: str) -> int:
         """Open sessions of `user` on this node (the per-user connection cap reads this)."""
@@ -199,6 +214,7 @@ class Hub:
         """Forget a finished connection everywhere."""
         if session in self.sessions:
             self.sessions.discard(session)
+            self.expiry.untrack(session)
             user = session.principal.user
             left = self._per_user.get(user, 1) - 1
             if left > 0:
@@ -209,6 +225,59 @@ class Hub:
             self._leave(session, name)
         session.subs.clear()
         await session.stop()
+
+    def reauthorize(self, session: Session, principal: Principal) -> None:
+        """Give `session` a refreshed token's principal (same user): its deadline moves."""
+        tracked = session in self.sessions
+        if tracked:
+            self.expiry.untrack(session)
+        session.principal = principal
+        if tracked:
+            self.expiry.track(session)
+
+    def end(self, session: Session, error: TaskcastError) -> None:
+        """End a connection whose token no longer holds: no event after `error`, then 4401."""
+        if session.closing:
+            return
+        for name in list(session.subs):
+            self._leave(session, name)
+        session.subs.clear()
+        session.push(error_frame(error.code, error.message))
+        session.close_soon(WS_4401_UNAUTHORIZED, error.code)
+
+    def _expired(self, session: Session) -> None:
+        if session in self.sessions and not session.closing:
+            metrics.COUNTS.token_expired_closes += 1
+            self.end(session, TokenExpired())
+
+    async def revoke(self, user: str) -> int:
+        """Refuse `user`'s tokens issued so far on every node, and end their connections now."""
+        revoked_at = await revocation.store(self.store.redis, user, self.revocations.keep)
+        self._revoked(user, revoked_at)
+        await self.backend.publish(revocation.CHANNEL, revocation.message(user, revoked_at))
+        return revoked_at
+
+    def _revoked(self, user: str, revoked_at: int) -> None:
+        self.revocations.note(user, revoked_at)
+        if user not in self._per_user:
+            return
+        for session in [s for s in self.sessions if s.principal.user == user]:
+            self._end_if_revoked(session)
+
+    async def _load_revocations(self) -> None:
+        """Read the standing revocations and end the connections they refuse."""
+        try:
+            await self.revocations.load(self.store.redis)
+        except Exception as exc:  # noqa: BLE001 - read again when the pub/sub link returns
+            logger.warning("reading revocations failed: %s", type(exc).__name__)
+            return
+        for session in list(self.sessions):
+            self._end_if_revoked(session)
+
+    def _end_if_revoked(self, session: Session) -> None:
+        if not session.closing and self.revocations.refuses(session.principal):
+            metrics.COUNTS.token_revoked_closes += 1
+            self.end(session, TokenRevoked())
 
     async def subscribe(
         self, session: Session, name: str, since: int | None = None, epoch: str | None = None
@@ -435,6 +504,13 @@ class Hub:
         if channel is None:
             if name == CONTROL_CHANNEL and RESYNC in raws:
                 self._resync()
+                # Revocations published while the link was down were missed: read them.
+                self._track(asyncio.create_task(self._load_revocations()))
+            elif name == revocation.CHANNEL:
+                for raw in raws:
+                    parsed = revocation.parse(raw)
+                    if parsed is not None:
+                        self._revoked(*parsed)
         elif not channel.ready.done():
             if channel.early is None:
                 channel.early = []

@@ -29,6 +29,9 @@ class Counters:
     gc_full_collections: int = 0
     gc_whole_heap_collections: int = 0
     reaper_sweeps: int = 0
+    token_expired_closes: int = 0
+    token_revoked_closes: int = 0
+    token_refreshes: int = 0
 
 
 COUNTS = Counters()
@@ -48,6 +51,9 @@ _HELP = {
     "gc_full_collections": "Full garbage collections (on a web node: of what is new since)",
     "gc_whole_heap_collections": "Full garbage collections that walked the whole heap",
     "reaper_sweeps": "Sweeps for tasks that can no longer end, done by this node",
+    "token_expired_closes": "Connections ended because their token expired (4401)",
+    "token_revoked_closes": "Connections ended because their user was revoked (4401)",
+    "token_refreshes": "Tokens replaced in place by a refresh",
 }
 
 # Filled by the hub at scrape time: connections, subscriptions, channels.

@@ -18,7 +18,7 @@ WS_4008_SLOW_CONSUMER: Final = 4008
 WS_4401_UNAUTHORIZED: Final = 4401
 WS_4429_FLOODING: Final = 4429
 
-OPS: Final = frozenset({"subscribe", "unsubscribe", "ping"})
+OPS: Final = frozenset({"subscribe", "unsubscribe", "ping", "refresh"})
 MAX_REF_CHARS: Final = 200
 
 
@@ -31,6 +31,7 @@ class ClientFrame:
     channel: str | None = None
     since: int | None = None
     epoch: str | None = None
+    token: str | None = None  # `refresh`: the connection's new token
 
 
 def _ref_of(obj: dict[str, Any]) -> Any:
@@ -65,6 +66,11 @@ def parse_frame(raw: str | bytes) -> ClientFrame:
             raise BadRequest(f"unknown op {op[:40]!r}")
         if op == "ping":
             return ClientFrame(op=op, ref=ref)
+        if op == "refresh":
+            token = obj.get("token")
+            if not isinstance(token, str) or not token:
+                raise BadRequest("missing or non-string field 'token'")
+            return ClientFrame(op=op, ref=ref, token=token)
         channel = obj.get("channel")
         if not isinstance(channel, str):
             raise BadRequest("missing or non-string field 'channel'")

@@ -212,6 +212,11 @@ class Session:
         return False
 
     @property
+    def closing(self) -> bool:
+        """Closed, or a close is on its way: nothing new should start on this connection."""
+        return self.closed or self._close_code is not None
+
+    @property
     def queued(self) -> int:
         return len(self._queue)
 

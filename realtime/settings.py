@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     heartbeat: float = Field(default=15.0, gt=0, alias="TASKCAST_HEARTBEAT")
     # Seconds between keepalive comments on an idle `/sse` stream (proxies drop silent ones).
     sse_keepalive: float = Field(default=15.0, gt=0, alias="TASKCAST_SSE_KEEPALIVE")
+    # Seconds a revocation stands: more than the longest token lifetime you issue (plus the
+    # 10 s leeway), so every token it refuses has expired when it lapses. Default: 25 h, over
+    # the 24 h of `taskcast token`.
+    revocation_ttl: int = Field(default=90000, ge=60, alias="TASKCAST_REVOCATION_TTL")
 
     @field_validator("redis_url", "broadcast_url", "broker_url")
     @classmethod

@@ -38,6 +38,23 @@ class Principal:
     def is_admin(self) -> bool:
         return "admin" in self.scopes
 
+    @property
+    def expires_at(self) -> int | None:
+        """`exp`, unix seconds: an open connection ends once it has passed (plus the leeway)."""
+        return _seconds(self.claims.get("exp"))
+
+    @property
+    def issued_at(self) -> int | None:
+        """`iat`, unix seconds, if the token has one: a revocation refuses tokens up to it."""
+        return _seconds(self.claims.get("iat"))
+
+
+def _seconds(value: Any) -> int | None:
+    """A verified numeric date claim as whole unix seconds (pyjwt checked it is a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
 
 @dataclass(frozen=True, slots=True)
 class TokenRules:
