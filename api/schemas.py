@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskcast.realtime.channels import valid_id
@@ -46,20 +44,3 @@ class Enqueued(BaseModel):
     task_id: str
     channel: str
     order_id: str | None = None
-
-
-class Progress(BaseModel):
-    current: int
-    total: int
-    percent: float
-    message: str | None
-
-
-class TaskState(BaseModel):
-    task_id: str
-    status: str
-    progress: Progress
-    result: Any
-    error: dict[str, str] | None
-    seq: int
-    updated_at: str | None

@@ -13,12 +13,12 @@ from fastapi.responses import JSONResponse
 from taskcast.realtime import Principal, channels
 from taskcast.realtime.channels import task_channel, valid_id
 from taskcast.realtime.errors import Forbidden, NotFound, Unavailable
+from taskcast.realtime.schema import TaskState
 from taskcast.realtime.store import TERMINAL_STATUSES
 from taskcast.workers.signatures import enqueue
 
 from .deps import Node, NodeDep, PrincipalDep
 from .errors import error_body
-from .schemas import TaskState
 
 logger = logging.getLogger("taskcast.api")
 router = APIRouter(tags=["tasks"])

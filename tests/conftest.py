@@ -40,6 +40,16 @@ def durable() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def snapshots() -> Iterator[RedisServer]:
+    """A Redis of the test's own that persists only when told to (`SAVE`), like RDB-only setups:
+    a kill and restart brings back the last snapshot, older than what clients saw."""
+    server = RedisServer(appendonly=False)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """A clean database on the private server (restarted if a fault test left it down)."""
     if redis_server.proc is None or redis_server.proc.poll() is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anyio
 import httpx
@@ -17,15 +17,6 @@ from .wsclient import WS, Frame, terminal
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(150)]
 
 ORDER = {"customer_id": "c", "items": [{"sku": "A", "qty": 1}]}
-
-
-@pytest.fixture
-def snapshots() -> Iterator[RedisServer]:
-    """A Redis of the test's own that persists only when told to (`SAVE`), like RDB-only setups."""
-    server = RedisServer(appendonly=False)
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

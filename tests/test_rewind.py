@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -87,15 +87,6 @@ async def test_a_store_that_kept_everything_keeps_its_epoch(store: Store) -> Non
     assert not (await store.read("user:wendy", witness=(last.epoch, 4, ""))).rewound
     assert not (await store.read("user:wendy", witness=("another", 99, ""))).rewound
     assert (await store.read("user:wendy")).epoch == last.epoch
-
-
-@pytest.fixture
-def snapshots() -> Iterator[RedisServer]:
-    """A Redis of the test's own that persists only when told to (`SAVE`), like RDB-only setups."""
-    server = RedisServer(appendonly=False)
-    server.start()
-    yield server
-    server.close()
 
 
 def user_channel(client: redis.Redis, user: str) -> dict[str, Any]:
