@@ -86,7 +86,8 @@ def _broker_queues(
 
 def realtime_app(settings: Settings | None = None, *, process_hooks: bool = False) -> App:
     """taskcast's web side as an ASGI app to mount in yours: `/ws`, `/sse`, `/tasks/{id}`,
-    `/tasks/{id}/cancel`, `/healthz`, `/readyz`, `/metrics`, `/ws/stats`.
+    `/tasks/{id}/cancel`, `/publish`, `/users/{id}/revoke`, `/healthz`, `/readyz`, `/metrics`,
+    `/ws/stats`, and the browser files under `/static`.
 
     Mount it (`host.mount("/realtime", app)`) and run its `lifespan` in the host's
     (`FastAPI(lifespan=app.lifespan)`, or `async with app.lifespan(host): ...` inside your
@@ -164,7 +165,19 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
     app.include_router(sse.router)
     app.include_router(publish.router)
     app.include_router(users.router)
+    # The browser package and the drop-in elements, served where the app is mounted.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def create_server(settings: Settings | None = None) -> App:
+    """taskcast's web side as a server of its own, beside an app in any framework (as people
+    run Centrifugo): the realtime app at `/` with the process-wide hooks, no demo, and the
+    browser files at `/static` (`taskcast.js`, `taskcast-elements.js`).
+
+    `uvicorn --factory taskcast.api.main:create_server`, with the protocols of the Procfile.
+    """
+    return realtime_app(settings, process_hooks=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -189,5 +202,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def index(node: NodeDep) -> HTMLResponse:
         return HTMLResponse(pages[node.settings.embedded])
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

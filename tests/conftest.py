@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -47,6 +49,26 @@ def snapshots() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A RabbitMQ vhost of the test's own on the machine's broker, deleted afterwards (the
+    service itself is never restarted or reconfigured)."""
+    name = f"taskcast-test-{uuid.uuid4().hex[:10]}"
+    try:
+        subprocess.run(["rabbitmqctl", "add_vhost", name], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.fail(f"RabbitMQ (127.0.0.1:5672) and its rabbitmqctl are needed here: {exc}")
+    try:
+        subprocess.run(
+            ["rabbitmqctl", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
+        yield name
+    finally:
+        subprocess.run(["rabbitmqctl", "delete_vhost", name], check=False, capture_output=True)
 
 
 @pytest.fixture

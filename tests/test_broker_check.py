@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -135,25 +134,6 @@ async def test_with_the_check_off_a_long_queued_task_is_not_failed(
 
 
 # -- RabbitMQ ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def vhost() -> Iterator[str]:
-    """A RabbitMQ vhost of this test's own on the machine's broker, deleted afterwards."""
-    name = f"taskcast-test-{uuid.uuid4().hex[:10]}"
-    try:
-        subprocess.run(["rabbitmqctl", "add_vhost", name], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"no usable RabbitMQ management CLI: {exc}")
-    try:
-        subprocess.run(
-            ["rabbitmqctl", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-            check=True,
-            capture_output=True,
-        )
-        yield name
-    finally:
-        subprocess.run(["rabbitmqctl", "delete_vhost", name], check=False, capture_output=True)
 
 
 def sweeps(web: Web) -> int:

@@ -75,6 +75,9 @@ def test_nothing_is_served_outside_the_prefix(host: Web, make_token: Callable[..
     root = host.url.removesuffix("/realtime")
     assert httpx.get(f"{root}/readyz", timeout=5).status_code == 404
     assert httpx.get(f"{host.url}/readyz", timeout=5).status_code == 200
+    elements = httpx.get(f"{host.url}/static/taskcast-elements.js", timeout=5)
+    assert elements.status_code == 200
+    assert "taskcast-progress" in elements.text
     token = make_token("hanna")
     reply = httpx.get(
         f"{host.url}/tasks/nope", headers={"Authorization": f"Bearer {token}"}, timeout=5
