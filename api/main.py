@@ -17,7 +17,16 @@ from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
-from taskcast.realtime import Hub, Publisher, Settings, Store, get_settings, metrics, redaction
+from taskcast.realtime import (
+    Hub,
+    Publisher,
+    Settings,
+    Store,
+    get_settings,
+    metrics,
+    redaction,
+    registry,
+)
 from taskcast.realtime.access import Access, load_policy
 from taskcast.realtime.backend import make_backend, shares_redis
 from taskcast.realtime.connections import redis_client
@@ -101,6 +110,7 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
     async def lifespan(_: Any = None) -> AsyncIterator[None]:
         conf = settings or get_settings()
         redaction.install(every_logger=process_hooks)
+        registry.load(conf.import_modules)  # an app's own event types and topics
         verifier = Verifier(conf.token_rules())
         policy = load_policy(conf.authorize) if conf.authorize else None
         redis = redis_client(conf.redis_url)
@@ -186,6 +196,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     Settings are read when it starts unless given (tests pass their own).
     """
+    import taskcast.workers.demo_events  # noqa: F401 - the demo's event types and topics (orders, …)
+
     app = realtime_app(settings, process_hooks=True)
     app.include_router(orders.router)
     app.include_router(inventory.router)

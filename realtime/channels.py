@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from . import registry
 from .errors import BadChannel
 
-TOPICS: Final = frozenset({"orders", "clients", "inventory", "notifications", "system"})
 # Ids are restricted so a channel name is safe in Redis keys, JSON and log lines.
 _ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 # Names an app's policy may admit beyond the built-in kinds (`board:42`, `tenant:7:alerts`):
@@ -50,11 +50,12 @@ def parse(name: str, app_names: bool = False) -> Channel:
         if not valid_id(ident):
             raise BadChannel(f"malformed {kind} id")
         return Channel(kind, ident)  # type: ignore[arg-type]
-    if sep and kind == "topic" and (ident in TOPICS or (app_names and valid_id(ident))):
+    if sep and kind == "topic" and (registry.is_topic(ident) or (app_names and valid_id(ident))):
         return Channel("topic", ident)
     if not app_names:
-        if kind == "topic" and sep:
-            raise BadChannel(f"unknown topic; expected one of {', '.join(sorted(TOPICS))}")
+        if kind == "topic" and sep:  # the built-in topics and each app's own
+            topics = ", ".join(sorted(registry.topics()))
+            raise BadChannel(f"unknown topic; expected one of {topics}")
         raise BadChannel("channel must start with 'task:', 'user:' or 'topic:'")
     if kind == "topic" or _APP_NAME.fullmatch(name) is None:
         raise BadChannel("malformed channel name")

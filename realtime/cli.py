@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from . import embedded
+from . import embedded, registry
 from .client import Client, Frame
 from .errors import TaskcastError, Unauthorized
 from .schema import json_schema as wire_schema
@@ -264,8 +264,26 @@ def token(
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of every frame, op and event type (for generating client types)."""
+def schema(
+    module: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import",
+            "-i",
+            show_default=False,
+            help="A module registering event types (repeatable); default: TASKCAST_IMPORTS.",
+        ),
+    ] = None,
+) -> None:
+    """Print the JSON Schema of every frame, op and event type (for generating client types):
+    the built-in event types and those of the modules named."""
+    if os.getcwd() not in sys.path:  # the app's modules, as `celery -A` and uvicorn find them
+        sys.path.insert(0, os.getcwd())
+    try:
+        named = os.environ.get("TASKCAST_IMPORTS", "").split(",")
+        registry.load(module or [m.strip() for m in named if m.strip()])
+    except ImportError as exc:
+        fail(str(exc))
     typer.echo(json.dumps(wire_schema(), indent=2))
 
 

@@ -1,4 +1,4 @@
-"""Event models: the 17 event types of the contract, their typed `data`, one JSON encoding."""
+"""Event models: the lifecycle types and their typed `data`, the envelope, one JSON encoding."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Annotated, Any, Final, Literal
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from . import registry
+
 TASK_TYPES: Final = (
     "task.queued",
     "task.started",
@@ -21,35 +23,6 @@ TASK_TYPES: Final = (
     "task.cancelled",
 )
 TERMINAL_TYPES: Final = frozenset({"task.succeeded", "task.failed", "task.cancelled"})
-DOMAIN_TYPES: Final = (
-    "order.created",
-    "order.updated",
-    "order.status_changed",
-    "order.cancelled",
-    "client.created",
-    "client.updated",
-    "inventory.updated",
-    "inventory.low_stock",
-    "notification",
-    "system.message",
-)
-EVENT_TYPES: Final = TASK_TYPES + DOMAIN_TYPES
-
-# The topic each domain type belongs to.
-DEFAULT_TOPIC: Final = {
-    "order.created": "orders",
-    "order.updated": "orders",
-    "order.status_changed": "orders",
-    "order.cancelled": "orders",
-    "client.created": "clients",
-    "client.updated": "clients",
-    "inventory.updated": "inventory",
-    "inventory.low_stock": "inventory",
-    "notification": "notifications",
-    "system.message": "system",
-}
-
-
 # Text a task's lifecycle events carry (progress message, error, reason) is clipped to this
 # many characters, with a marker, rather than refused: a progress line or an error message is
 # for showing, and a task must not fail, or lose its terminal event, over a long one. Clipped,
@@ -128,62 +101,6 @@ class TaskCancelled(_Data):
     reason: Text | None = None
 
 
-class OrderItem(_Data):
-    sku: str = Field(min_length=1, max_length=64)
-    qty: int = Field(ge=1, le=1_000_000)
-
-
-class OrderCreated(_Data):
-    order_id: str
-    customer_id: str
-    items: list[OrderItem]
-
-
-class OrderUpdated(_Data):
-    order_id: str
-    changes: dict[str, Any]
-
-
-class OrderStatusChanged(_Data):
-    order_id: str
-    status: str
-    previous: str | None = None
-
-
-class OrderCancelled(_Data):
-    order_id: str
-    reason: str | None = None
-
-
-class ClientCreated(_Data):
-    client_id: str
-    name: str | None = None
-    email: str | None = None
-
-
-class ClientUpdated(_Data):
-    client_id: str
-    changes: dict[str, Any]
-
-
-class StockLine(_Data):
-    sku: str
-    qty: int
-    location: str | None = None
-
-
-class InventoryUpdated(_Data):
-    batch: int = Field(ge=1)
-    items: list[StockLine]
-
-
-class InventoryLowStock(_Data):
-    sku: str
-    qty: int
-    location: str | None = None
-    threshold: int | None = None
-
-
 class Notification(_OpenData):
     title: str
     message: str | None = None
@@ -195,25 +112,18 @@ class SystemMessage(_OpenData):
     level: Literal["info", "warning", "error"] = "info"
 
 
-DATA_MODELS: Final[dict[str, type[BaseModel]]] = {
-    "task.queued": TaskQueued,
-    "task.started": TaskStarted,
-    "task.progress": TaskProgress,
-    "task.succeeded": TaskSucceeded,
-    "task.failed": TaskFailed,
-    "task.retrying": TaskRetrying,
-    "task.cancelled": TaskCancelled,
-    "order.created": OrderCreated,
-    "order.updated": OrderUpdated,
-    "order.status_changed": OrderStatusChanged,
-    "order.cancelled": OrderCancelled,
-    "client.created": ClientCreated,
-    "client.updated": ClientUpdated,
-    "inventory.updated": InventoryUpdated,
-    "inventory.low_stock": InventoryLowStock,
-    "notification": Notification,
-    "system.message": SystemMessage,
-}
+for _type, _model in (
+    ("task.queued", TaskQueued),
+    ("task.started", TaskStarted),
+    ("task.progress", TaskProgress),
+    ("task.succeeded", TaskSucceeded),
+    ("task.failed", TaskFailed),
+    ("task.retrying", TaskRetrying),
+    ("task.cancelled", TaskCancelled),
+):
+    registry._register(_type, _model, None, builtin=True)
+registry._register("notification", Notification, "notifications", builtin=True)
+registry._register("system.message", SystemMessage, "system", builtin=True)
 
 
 class Event(BaseModel):
@@ -267,9 +177,12 @@ def iso(timestamp: float) -> str:
 
 def validate_data(type_: str, data: Any) -> dict[str, Any]:
     """Check `data` against its type's model; `ValueError` names what is wrong."""
-    model = DATA_MODELS.get(type_)
+    model = registry.model_of(type_)
     if model is None:
-        raise ValueError(f"unknown event type {type_!r}; expected one of {', '.join(EVENT_TYPES)}")
+        raise ValueError(
+            f"unknown event type {type_!r}; expected one of {', '.join(registry.event_types())} "
+            "(an app's own types: taskcast.register_event)"
+        )
     if not isinstance(data, dict):
         raise ValueError(f"data of {type_!r} must be a dict, not {type(data).__name__}")
     try:
@@ -377,10 +290,10 @@ _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of the envelope and of each type's `data`, for clients and docs."""
+    """JSON Schema of the envelope and of each registered type's `data`, for clients and docs."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "taskcast event",
         "envelope": _EVENT_ADAPTER.json_schema(),
-        "data": {name: model.model_json_schema() for name, model in DATA_MODELS.items()},
+        "data": {name: model.model_json_schema() for name, model in registry.models().items()},
     }

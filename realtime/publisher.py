@@ -6,29 +6,33 @@ import asyncio
 import contextlib
 from typing import Any, NoReturn, Protocol
 
-from . import metrics
-from .channels import TOPICS, valid_id
-from .events import DEFAULT_TOPIC, TASK_TYPES, encode_event, make_event, validate_data
+from . import metrics, registry
+from .channels import valid_id
+from .events import TASK_TYPES, encode_event, make_event, validate_data
 from .eventsize import refuse
 from .store import Store, Stored
 
 
 def topic_for(type_: str, topic: str | None, user_id: str | None = None) -> str | None:
-    """The topic a domain event goes to (its own, or the one given); task events have none.
+    """The topic an event goes to (the one given, else its type's); task events have none.
 
     A `notification` addressed to a user is personal: it goes to the topic only if asked.
+    A type registered without a topic goes to a topic only when one is given.
     """
     if type_ in TASK_TYPES:
         if topic is not None:
             raise ValueError("task lifecycle events are not published to topics")
         return None
-    if type_ not in DEFAULT_TOPIC:
+    if registry.model_of(type_) is None:
         raise ValueError(f"unknown event type {type_!r}")
     if topic is None and type_ == "notification" and user_id is not None:
         return None
-    chosen = topic if topic is not None else DEFAULT_TOPIC[type_]
-    if chosen not in TOPICS:
-        raise ValueError(f"unknown topic {chosen!r}; expected one of {', '.join(sorted(TOPICS))}")
+    chosen = topic if topic is not None else registry.topic_of(type_)
+    if chosen is not None and not registry.is_topic(chosen):
+        raise ValueError(
+            f"unknown topic {chosen!r}; expected one of {', '.join(sorted(registry.topics()))} "
+            "(an app's own topics: taskcast.register_topic)"
+        )
     return chosen
 
 
@@ -49,8 +53,8 @@ def prepare(
 ) -> tuple[dict[str, Any], str | None]:
     """Check an event's arguments (ValueError naming the problem): its clean data and topic."""
     check_targets(task_id, user_id)
-    chosen = topic_for(type_, topic, user_id)
-    return validate_data(type_, data), chosen
+    clean = validate_data(type_, data)  # first: an unknown type is named with the known ones
+    return clean, topic_for(type_, topic, user_id)
 
 
 class Publishes(Protocol):

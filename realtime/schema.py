@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from .events import DATA_MODELS
+from . import registry
 
 _TASK_STATUS = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
 
@@ -48,7 +48,7 @@ def _model_name(event_type: str) -> str:
 def _event_models() -> list[type[BaseModel]]:
     """One envelope model per event type, `type` fixed and `data` typed."""
     models: list[type[BaseModel]] = []
-    for event_type, data_model in DATA_MODELS.items():
+    for event_type, data_model in registry.models().items():
         fields: dict[str, Any] = {
             "id": (str, ...),
             "type": (Literal[event_type], ...),
@@ -151,6 +151,7 @@ class RefreshOp(BaseModel):
 
 def json_schema() -> dict[str, Any]:
     """The schema: `$defs` names every frame, op, event and state; the root is any of them."""
+    types = registry.event_types()
     events = _event_models()
     server_frames: list[type[BaseModel]] = [
         Welcome, Subscribed, Unsubscribed, EventFrame, Pong, Refreshed, ErrorFrame
@@ -172,7 +173,7 @@ def json_schema() -> dict[str, Any]:
         "oneOf": [ref(m) for m in events],
         "discriminator": {
             "propertyName": "type",
-            "mapping": {t: ref(m)["$ref"] for t, m in zip(DATA_MODELS, events, strict=True)},
+            "mapping": {t: ref(m)["$ref"] for t, m in zip(types, events, strict=True)},
         },
     }
     all_defs["EventFrame"]["properties"]["event"] = {"$ref": "#/$defs/TaskcastEvent"}

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     # 10 s leeway), so every token it refuses has expired when it lapses. Default: 25 h, over
     # the 24 h of `taskcast token`.
     revocation_ttl: int = Field(default=90000, ge=60, alias="TASKCAST_REVOCATION_TTL")
+    # Comma list of modules registering an app's event types and topics, imported at start-up.
+    imports: str = Field(default="", alias="TASKCAST_IMPORTS")
 
     @field_validator("redis_url", "broadcast_url", "broker_url")
     @classmethod
@@ -214,6 +216,11 @@ class Settings(BaseSettings):
     def broker(self) -> str:
         """Celery's broker URL: `TASKCAST_BROKER_URL`, else `REDIS_URL`."""
         return self.broker_url or self.redis_url
+
+    @property
+    def import_modules(self) -> list[str]:
+        """`TASKCAST_IMPORTS` as module names."""
+        return [m.strip() for m in self.imports.split(",") if m.strip()]
 
     @property
     def origins(self) -> frozenset[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import taskcast.workers.demo_events  # noqa: F401 - the demo's types and topics, as its processes have them
 from taskcast.realtime import Settings, get_settings
 from taskcast.realtime.tokens import issue
 

@@ -269,3 +269,23 @@ def test_up_uses_redis_url_when_given(tmp_path: Path, redis_url: str) -> None:
         assert not ours(str(tmp_path)), "uvicorn or celery left running"
     finally:
         proc.kill()
+
+
+def event_types(printed: str) -> set[str]:
+    """The event types a printed `taskcast schema` has an envelope for."""
+    return set(json.loads(printed)["$defs"]["TaskcastEvent"]["discriminator"]["mapping"])
+
+
+def test_schema_lists_the_builtin_types_and_an_apps_registered_ones(tmp_path: Path) -> None:
+    """`taskcast schema` prints the core's types only, plus those of the modules named by
+    `--import` or `TASKCAST_IMPORTS`; a module that cannot be imported is named."""
+    core = event_types(cli("schema", env=cli_env(tmp_path)).stdout)
+    assert "task.progress" in core
+    assert "order.created" not in core
+    demo = cli("schema", env=cli_env(tmp_path, TASKCAST_IMPORTS="taskcast.workers.demo_events"))
+    assert {"order.created", "inventory.low_stock"} <= event_types(demo.stdout)
+    app = cli("schema", "--import", "tests.adopter_events", env=cli_env(tmp_path))
+    assert "invoice.generated" in event_types(app.stdout)
+    missing = cli("schema", "-i", "no_such_module", env=cli_env(tmp_path))
+    assert missing.returncode == 2
+    assert "no_such_module" in missing.stderr

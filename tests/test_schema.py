@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from taskcast.realtime import registry
 from taskcast.realtime.cli import app
-from taskcast.realtime.events import EVENT_TYPES
 
 
 @pytest.mark.timeout(30)
@@ -19,7 +19,7 @@ def test_schema_names_every_event_frame_and_op() -> None:
     schema = json.loads(result.output)
     defs = schema["$defs"]
     mapping = defs["TaskcastEvent"]["discriminator"]["mapping"]
-    assert sorted(mapping) == sorted(EVENT_TYPES)
+    assert sorted(mapping) == sorted(registry.event_types())
     progress = defs[mapping["task.progress"].rsplit("/", 1)[1]]
     assert progress["properties"]["data"] == {"$ref": "#/$defs/TaskProgress"}
     frames = {

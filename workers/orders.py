@@ -8,6 +8,7 @@ from typing import Any
 
 from taskcast.realtime.settings import get_settings
 
+from . import demo_events  # noqa: F401 - the event types these tasks emit
 from .app import app
 from .task import TaskcastTask
 

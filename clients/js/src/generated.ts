@@ -3,7 +3,7 @@
 
 export type TaskcastWire = (ServerFrame | ClientOp)
 export type ServerFrame = (Welcome | Subscribed | Unsubscribed | EventFrame | Pong | Refreshed | ErrorFrame)
-export type TaskcastEvent = (TaskQueuedEvent | TaskStartedEvent | TaskProgressEvent | TaskSucceededEvent | TaskFailedEvent | TaskRetryingEvent | TaskCancelledEvent | OrderCreatedEvent | OrderUpdatedEvent | OrderStatusChangedEvent | OrderCancelledEvent | ClientCreatedEvent | ClientUpdatedEvent | InventoryUpdatedEvent | InventoryLowStockEvent | NotificationEvent | SystemMessageEvent)
+export type TaskcastEvent = (TaskQueuedEvent | TaskStartedEvent | TaskProgressEvent | TaskSucceededEvent | TaskFailedEvent | TaskRetryingEvent | TaskCancelledEvent | NotificationEvent | SystemMessageEvent | OrderCreatedEvent | OrderUpdatedEvent | OrderStatusChangedEvent | OrderCancelledEvent | ClientCreatedEvent | ClientUpdatedEvent | InventoryUpdatedEvent | InventoryLowStockEvent)
 export type ClientOp = (SubscribeOp | UnsubscribeOp | PingOp | RefreshOp)
 
 /**
@@ -179,6 +179,35 @@ data: TaskCancelled
 export interface TaskCancelled {
 reason?: (string | null)
 }
+export interface NotificationEvent {
+id: string
+type: "notification"
+ts: string
+task_id?: (string | null)
+user_id?: (string | null)
+source: string
+data: Notification
+}
+export interface Notification {
+title: string
+message?: (string | null)
+level?: ("info" | "success" | "warning" | "error")
+[k: string]: unknown | undefined
+}
+export interface SystemMessageEvent {
+id: string
+type: "system.message"
+ts: string
+task_id?: (string | null)
+user_id?: (string | null)
+source: string
+data: SystemMessage
+}
+export interface SystemMessage {
+message: string
+level?: ("info" | "warning" | "error")
+[k: string]: unknown | undefined
+}
 export interface OrderCreatedEvent {
 id: string
 type: "order.created"
@@ -300,35 +329,6 @@ sku: string
 qty: number
 location?: (string | null)
 threshold?: (number | null)
-}
-export interface NotificationEvent {
-id: string
-type: "notification"
-ts: string
-task_id?: (string | null)
-user_id?: (string | null)
-source: string
-data: Notification
-}
-export interface Notification {
-title: string
-message?: (string | null)
-level?: ("info" | "success" | "warning" | "error")
-[k: string]: unknown | undefined
-}
-export interface SystemMessageEvent {
-id: string
-type: "system.message"
-ts: string
-task_id?: (string | null)
-user_id?: (string | null)
-source: string
-data: SystemMessage
-}
-export interface SystemMessage {
-message: string
-level?: ("info" | "warning" | "error")
-[k: string]: unknown | undefined
 }
 export interface Pong {
 type: "pong"
