@@ -26,6 +26,7 @@ from . import embedded, registry
 from .client import Client, Frame
 from .errors import TaskcastError, Unauthorized
 from .schema import json_schema as wire_schema
+from .settings import get_worker_settings
 from .tokens import issue
 
 app = typer.Typer(
@@ -280,8 +281,7 @@ def schema(
     if os.getcwd() not in sys.path:  # the app's modules, as `celery -A` and uvicorn find them
         sys.path.insert(0, os.getcwd())
     try:
-        named = os.environ.get("TASKCAST_IMPORTS", "").split(",")
-        registry.load(module or [m.strip() for m in named if m.strip()])
+        registry.load(module or get_worker_settings().import_modules)
     except ImportError as exc:
         fail(str(exc))
     typer.echo(json.dumps(wire_schema(), indent=2))

@@ -391,9 +391,9 @@ def default() -> Emitter:
     if _default is None:
         with _default_lock:
             if _default is None:
-                from .settings import get_settings
+                from .settings import get_worker_settings
 
-                settings = get_settings()
+                settings = get_worker_settings()
                 if not settings.redis_url:
                     raise RuntimeError("REDIS_URL is not set: realtime.emit has nowhere to publish")
                 _default = Emitter(

@@ -1,4 +1,4 @@
-"""One settings object for every taskcast process, read from the environment."""
+"""One settings object per role, read from the environment: workers and producers, web."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ MAX_EVENT_BYTES_CEILING = 8 * 1024 * 1024
 _CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
-class Settings(BaseSettings):
-    """The contract's environment plus the limits a deployment may tune."""
+class WorkerSettings(BaseSettings):
+    """What a process that emits or enqueues needs (a worker, a script): no token secret."""
 
     # Inputs stay out of error messages: a rejected secret or a Redis URL with its password
     # must not be printed by a failed start-up.
@@ -33,27 +33,6 @@ class Settings(BaseSettings):
     broadcast_url: str = Field(default="", alias="BROADCAST_URL")
     # Celery's broker when it is not the store's Redis (e.g. `amqp://` for RabbitMQ).
     broker_url: str = Field(default="", alias="TASKCAST_BROKER_URL")
-    jwt_secret: SecretStr = Field(default=SecretStr(""), alias="TASKCAST_JWT_SECRET")
-    # Tokens from an identity provider: the algorithms accepted (comma list), its public key
-    # (PEM, or a path to one) or JWKS URL, the issuer and audience required, the claims that
-    # carry the user id and the scopes (a list, or one space-separated string).
-    jwt_algorithms: str = Field(default="HS256", alias="TASKCAST_JWT_ALGORITHMS")
-    jwt_public_key: str = Field(default="", alias="TASKCAST_JWT_PUBLIC_KEY")
-    jwks_url: str = Field(default="", alias="TASKCAST_JWKS_URL")
-    jwt_issuer: str = Field(default="", alias="TASKCAST_JWT_ISSUER")
-    jwt_audience: str = Field(default="", alias="TASKCAST_JWT_AUDIENCE")
-    jwt_user_claim: str = Field(default="sub", min_length=1, alias="TASKCAST_JWT_USER_CLAIM")
-    jwt_scopes_claim: str = Field(default="scopes", min_length=1, alias="TASKCAST_JWT_SCOPES_CLAIM")
-    # Seconds a fetched key set is trusted / least time between refetches for unknown key ids.
-    jwks_cache_seconds: float = Field(default=300.0, gt=0, alias="TASKCAST_JWKS_CACHE_SECONDS")
-    jwks_cooldown: float = Field(default=30.0, ge=0, alias="TASKCAST_JWKS_COOLDOWN")
-    # `module:callable` deciding who may subscribe to what (realtime/access.py); unset: the
-    # built-in rules.
-    authorize: str = Field(default="", alias="TASKCAST_AUTHORIZE")
-    allowed_origins: str = Field(default="", alias="TASKCAST_ALLOWED_ORIGINS")
-    # Keys of the server-to-server publish API (`X-API-Key`), comma separated so a key can be
-    # rotated: add the new one, move the publishers, drop the old. None: the API is off.
-    api_keys: SecretStr = Field(default=SecretStr(""), alias="TASKCAST_API_KEYS")
     history_size: int = Field(default=1000, ge=1, le=1_000_000, alias="TASKCAST_HISTORY_SIZE")
     history_ttl: int = Field(default=86400, ge=1, alias="TASKCAST_HISTORY_TTL")
     # History is bounded in bytes too, per channel: a few large events cannot fill Redis.
@@ -99,10 +78,6 @@ class Settings(BaseSettings):
     heartbeat: float = Field(default=15.0, gt=0, alias="TASKCAST_HEARTBEAT")
     # Seconds between keepalive comments on an idle `/sse` stream (proxies drop silent ones).
     sse_keepalive: float = Field(default=15.0, gt=0, alias="TASKCAST_SSE_KEEPALIVE")
-    # Seconds a revocation stands: more than the longest token lifetime you issue (plus the
-    # 10 s leeway), so every token it refuses has expired when it lapses. Default: 25 h, over
-    # the 24 h of `taskcast token`.
-    revocation_ttl: int = Field(default=90000, ge=60, alias="TASKCAST_REVOCATION_TTL")
     # Comma list of modules registering an app's event types and topics, imported at start-up.
     imports: str = Field(default="", alias="TASKCAST_IMPORTS")
 
@@ -110,6 +85,67 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @model_validator(mode="after")
+    def _event_fits(self) -> WorkerSettings:
+        # An event that can never be delivered must be refused when emitted, not accepted.
+        if self.outbound_max_bytes < 2 * self.max_event_bytes:
+            raise ValueError(
+                "TASKCAST_OUTBOUND_MAX_BYTES must be at least twice TASKCAST_MAX_EVENT_BYTES "
+                f"({2 * self.max_event_bytes}): a connection's queue must hold the largest event"
+            )
+        if self.history_max_bytes < self.max_event_bytes:
+            raise ValueError(
+                "TASKCAST_HISTORY_MAX_BYTES must be at least TASKCAST_MAX_EVENT_BYTES "
+                f"({self.max_event_bytes}): a channel's history must hold the largest event"
+            )
+        return self
+
+    @property
+    def broadcast(self) -> str:
+        """The broadcaster URL: `BROADCAST_URL`, else `REDIS_URL`."""
+        return self.broadcast_url or self.redis_url
+
+    @property
+    def broker(self) -> str:
+        """Celery's broker URL: `TASKCAST_BROKER_URL`, else `REDIS_URL`."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def import_modules(self) -> list[str]:
+        """`TASKCAST_IMPORTS` as module names."""
+        return [m.strip() for m in self.imports.split(",") if m.strip()]
+
+
+class Settings(WorkerSettings):
+    """The web process's settings: the worker's, plus how tokens are checked, who may
+    subscribe, browser origins and publish keys."""
+
+    jwt_secret: SecretStr = Field(default=SecretStr(""), alias="TASKCAST_JWT_SECRET")
+    # Tokens from an identity provider: the algorithms accepted (comma list), its public key
+    # (PEM, or a path to one) or JWKS URL, the issuer and audience required, the claims that
+    # carry the user id and the scopes (a list, or one space-separated string).
+    jwt_algorithms: str = Field(default="HS256", alias="TASKCAST_JWT_ALGORITHMS")
+    jwt_public_key: str = Field(default="", alias="TASKCAST_JWT_PUBLIC_KEY")
+    jwks_url: str = Field(default="", alias="TASKCAST_JWKS_URL")
+    jwt_issuer: str = Field(default="", alias="TASKCAST_JWT_ISSUER")
+    jwt_audience: str = Field(default="", alias="TASKCAST_JWT_AUDIENCE")
+    jwt_user_claim: str = Field(default="sub", min_length=1, alias="TASKCAST_JWT_USER_CLAIM")
+    jwt_scopes_claim: str = Field(default="scopes", min_length=1, alias="TASKCAST_JWT_SCOPES_CLAIM")
+    # Seconds a fetched key set is trusted / least time between refetches for unknown key ids.
+    jwks_cache_seconds: float = Field(default=300.0, gt=0, alias="TASKCAST_JWKS_CACHE_SECONDS")
+    jwks_cooldown: float = Field(default=30.0, ge=0, alias="TASKCAST_JWKS_COOLDOWN")
+    # `module:callable` deciding who may subscribe to what (realtime/access.py); unset: the
+    # built-in rules.
+    authorize: str = Field(default="", alias="TASKCAST_AUTHORIZE")
+    allowed_origins: str = Field(default="", alias="TASKCAST_ALLOWED_ORIGINS")
+    # Keys of the server-to-server publish API (`X-API-Key`), comma separated so a key can be
+    # rotated: add the new one, move the publishers, drop the old. None: the API is off.
+    api_keys: SecretStr = Field(default=SecretStr(""), alias="TASKCAST_API_KEYS")
+    # Seconds a revocation stands: more than the longest token lifetime you issue (plus the
+    # 10 s leeway), so every token it refuses has expired when it lapses. Default: 25 h, over
+    # the 24 h of `taskcast token`.
+    revocation_ttl: int = Field(default=90000, ge=60, alias="TASKCAST_REVOCATION_TTL")
 
     @field_validator("authorize")
     @classmethod
@@ -164,21 +200,6 @@ class Settings(BaseSettings):
         """The keys the publish API accepts (none: it is off)."""
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
-    @model_validator(mode="after")
-    def _event_fits(self) -> Settings:
-        # An event that can never be delivered must be refused when emitted, not accepted.
-        if self.outbound_max_bytes < 2 * self.max_event_bytes:
-            raise ValueError(
-                "TASKCAST_OUTBOUND_MAX_BYTES must be at least twice TASKCAST_MAX_EVENT_BYTES "
-                f"({2 * self.max_event_bytes}): a connection's queue must hold the largest event"
-            )
-        if self.history_max_bytes < self.max_event_bytes:
-            raise ValueError(
-                "TASKCAST_HISTORY_MAX_BYTES must be at least TASKCAST_MAX_EVENT_BYTES "
-                f"({self.max_event_bytes}): a channel's history must hold the largest event"
-            )
-        return self
-
     @property
     def algorithms(self) -> tuple[str, ...]:
         """`TASKCAST_JWT_ALGORITHMS` as a tuple."""
@@ -208,21 +229,6 @@ class Settings(BaseSettings):
         )
 
     @property
-    def broadcast(self) -> str:
-        """The broadcaster URL: `BROADCAST_URL`, else `REDIS_URL`."""
-        return self.broadcast_url or self.redis_url
-
-    @property
-    def broker(self) -> str:
-        """Celery's broker URL: `TASKCAST_BROKER_URL`, else `REDIS_URL`."""
-        return self.broker_url or self.redis_url
-
-    @property
-    def import_modules(self) -> list[str]:
-        """`TASKCAST_IMPORTS` as module names."""
-        return [m.strip() for m in self.imports.split(",") if m.strip()]
-
-    @property
     def origins(self) -> frozenset[str]:
         """Allowed browser origins for /ws; empty means same-origin only."""
         return frozenset(
@@ -234,3 +240,9 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once; tests clear the cache after changing the env."""
     return Settings()
+
+
+@lru_cache(maxsize=1)
+def get_worker_settings() -> WorkerSettings:
+    """A worker's or producer's settings, read once; `TASKCAST_JWT_SECRET` is not needed."""
+    return WorkerSettings()

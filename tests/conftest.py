@@ -11,6 +11,7 @@ import pytest
 
 import taskcast.workers.demo_events  # noqa: F401 - the demo's types and topics, as its processes have them
 from taskcast.realtime import Settings, get_settings
+from taskcast.realtime.settings import get_worker_settings
 from taskcast.realtime.tokens import issue
 
 from .processes import SECRET, RedisServer, Web, Worker, base_env
@@ -90,8 +91,10 @@ def settings(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
         if key.startswith(("TASKCAST_", "REDIS_")):
             monkeypatch.setenv(key, value)
     get_settings.cache_clear()
+    get_worker_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+    get_worker_settings.cache_clear()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from taskcast.realtime.settings import Settings
+from taskcast.realtime.settings import Settings, WorkerSettings
 
 SECRET = "s" * 40
 
@@ -42,3 +42,13 @@ def test_an_event_limit_nothing_could_deliver_stops_start_up(
     could not hold, is refused at start-up naming the variable."""
     with pytest.raises(ValidationError, match=named):
         make(**env)
+
+
+def test_a_worker_needs_no_token_secret() -> None:
+    """Workers and producers read `WorkerSettings`, which has no secret to require; the web
+    process's `Settings` still refuses to start without one."""
+    worker = WorkerSettings.model_validate({"REDIS_URL": "redis://r:6379/0"})
+    assert worker.redis_url == "redis://r:6379/0"
+    assert not hasattr(worker, "jwt_secret")
+    with pytest.raises(ValidationError, match="TASKCAST_JWT_SECRET"):
+        Settings.model_validate({"REDIS_URL": "redis://r:6379/0"})

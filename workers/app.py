@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from taskcast.realtime.settings import get_settings
+from taskcast.realtime.settings import get_worker_settings
 
 from .signatures import celery_config
 
@@ -18,6 +18,8 @@ app = Celery(
 # Read the environment when Celery configures itself, not at import.
 app.add_defaults(
     lambda: celery_config(
-        get_settings().redis_url, get_settings().visibility_timeout, get_settings().broker_url
+        get_worker_settings().redis_url,
+        get_worker_settings().visibility_timeout,
+        get_worker_settings().broker_url,
     )
 )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskcast.realtime.settings import get_settings
+from taskcast.realtime.settings import get_worker_settings
 
 from . import demo_events  # noqa: F401 - the event types these tasks emit
 from .app import app
@@ -56,7 +56,7 @@ def run_import(
 @app.task(name="inventory.import", bind=True)
 def import_inventory(self: TaskcastTask, rows: list[dict[str, Any]], owner: str) -> dict[str, Any]:
     result = run_import(
-        rows, progress=self.progress, emit=self.emit, delay=get_settings().step_delay
+        rows, progress=self.progress, emit=self.emit, delay=get_worker_settings().step_delay
     )
     self.emit(
         "notification",

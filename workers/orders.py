@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskcast.realtime.settings import get_settings
+from taskcast.realtime.settings import get_worker_settings
 
 from . import demo_events  # noqa: F401 - the event types these tasks emit
 from .app import app
@@ -85,5 +85,5 @@ def process_order(
         items,
         progress=self.progress,
         emit=self.emit,
-        delay=get_settings().step_delay,
+        delay=get_worker_settings().step_delay,
     )
