@@ -28,11 +28,8 @@ async def start_task(node: Node, principal: Principal, name: str, kwargs: dict[s
     """Record the owner and `task.queued`, then enqueue: the client may subscribe at once."""
     task_id = uuid.uuid4().hex
     try:
-        await node.store.create_task(task_id, principal.user, name)
-        await node.publisher.emit(
-            "task.queued", data={"name": name}, task_id=task_id, user_id=principal.user
-        )
-        await run_in_threadpool(enqueue, node.sender, name, task_id, kwargs)
+        await node.publisher.queued(task_id, principal.user, name)
+        await run_in_threadpool(enqueue, node.sender, name, task_id, kwargs, principal.user)
     except Exception as exc:  # noqa: BLE001 - Redis or broker down: the client gets 503
         logger.error("could not enqueue %s: %s", name, type(exc).__name__)
         raise Unavailable("the task queue is unreachable; nothing was enqueued") from None

@@ -430,6 +430,8 @@ async def follow(url: str, token: str, task_id: str) -> int:
             async for frame in sub:
                 if frame["type"] == "subscribed":  # the stream could not resume: reload
                     done = show(frame.get("state") or {})
+                elif frame["event"].get("task_id") != task_id:
+                    continue  # a task this one started (its workflow shares the channel)
                 else:
                     kind, data = frame["event"]["type"], frame["event"].get("data") or {}
                     if kind == "task.progress":

@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ from .events import (
     source,
 )
 from .eventsize import refuse
-from .publisher import Publisher, prepare
+from .publisher import Publisher, prepare, root_of
 from .resp import Pipeline
 from .store import Store, event_id, rewind_command
 
@@ -64,6 +65,7 @@ class _Entry:
     ts: float  # time.time() at the call: formatted in the publisher thread, not the caller's
     taken: bool = False
     data_json: bytes | None = None  # `data` encoded where it was measured (not for progress)
+    root_id: str | None = None  # the workflow's first task, for a task another task started
 
 
 class Emitter:
@@ -112,6 +114,8 @@ class Emitter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._ready = threading.Event()  # set once the thread's publisher exists (for `call`)
+        self._publisher: Publisher | None = None
         self._stopping = False
         self.closed_tasks: set[str] = set()  # tasks the store says have ended (e.g. cancelled)
         self.connected = False
@@ -127,19 +131,26 @@ class Emitter:
         task_id: str | None = None,
         user_id: str | None = None,
         topic: str | None = None,
+        root_id: str | None = None,
     ) -> None:
         """Validate now (ValueError), enqueue, return; transport errors never reach the caller.
+
+        `root_id`: the event's task belongs to the workflow started by task `root_id`, whose
+        channel carries it too.
 
         An event whose encoding is over `max_event_bytes` raises `EventTooLarge` (a
         ValueError) naming its type, size and the limit; nothing of it is buffered.
         """
         clean, chosen = prepare(type_, data, task_id, user_id, topic)
+        root_id = root_of(root_id, task_id)
         data_json = encode_data(type_, clean)
-        size = event_bytes(type_, data_json, task_id, user_id)
+        size = event_bytes(type_, data_json, task_id, user_id, root_id)
         if size > self.max_event_bytes:
             self._count_refusal()
             raise refuse(type_, size, self.max_event_bytes, task_id)
-        self._put(_Entry(type_, clean, task_id, user_id, chosen, time.time(), data_json=data_json))
+        entry = _Entry(type_, clean, task_id, user_id, chosen, time.time(), data_json=data_json)
+        entry.root_id = root_id
+        self._put(entry)
 
     def progress(
         self,
@@ -148,6 +159,7 @@ class Emitter:
         total: int,
         message: str | None = None,
         user_id: str | None = None,
+        root_id: str | None = None,
     ) -> None:
         """Record a task's progress; replaces its previous progress if that is still waiting.
 
@@ -155,6 +167,7 @@ class Emitter:
         smallest event limit holds the largest progress event.
         """
         data = progress_data(current, total, message)
+        root_id = root_of(root_id, task_id)
         ts = time.time()
         with self._lock:  # a forked child has its own (`_reset_in_child`)
             last = self._last_of_task.get(task_id)
@@ -162,7 +175,7 @@ class Emitter:
                 last.data = data
                 last.ts = ts
                 return
-        self._put(_Entry("task.progress", data, task_id, user_id, None, ts))
+        self._put(_Entry("task.progress", data, task_id, user_id, None, ts, root_id=root_id))
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything emitted so far is stored and published; False on timeout."""
@@ -171,6 +184,29 @@ class Emitter:
                 return True
             target = self._enqueued
             return self._done.wait_for(lambda: self._completed >= target, timeout)
+
+    def call(
+        self, work: Callable[[Publisher], Coroutine[Any, Any, object]], timeout: float = 5.0
+    ) -> None:
+        """Run `work(publisher)` on the publisher thread and wait for it: for what must be
+        stored before the caller goes on (a task's owner, before its message is sent).
+
+        Raises what `work` raises, or TimeoutError when it has not finished in `timeout`.
+        """
+        with self._lock:
+            if self._pid != os.getpid():
+                self._after_fork()
+            if self._thread is None:
+                self._start()
+            ready = self._ready
+        if not ready.wait(timeout) or self._loop is None or self._publisher is None:
+            raise TimeoutError("taskcast's Redis did not answer in time")
+        future = asyncio.run_coroutine_threadsafe(work(self._publisher), self._loop)
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError("taskcast's Redis did not answer in time") from None
 
     def is_closed(self, task_id: str) -> bool:
         return task_id in self.closed_tasks
@@ -245,6 +281,8 @@ class Emitter:
         self._enqueued = self._completed = self._refused = 0
         self._running = set()
         self._thread = self._loop = self._wakeup = None
+        self._ready = threading.Event()
+        self._publisher = None
         self._idle = True
         self._mark = new_id()
         self._counted = 0
@@ -283,6 +321,8 @@ class Emitter:
         broadcast = make_broadcast(self._broadcast_url)
         await broadcast.connect()
         publisher = Publisher(store, broadcast, max_event_bytes=self.max_event_bytes)
+        self._publisher = publisher
+        self._ready.set()
         loop = asyncio.get_running_loop()
         next_beat = loop.time()
         try:
@@ -340,7 +380,13 @@ class Emitter:
         events = []
         for e in batch:
             event = make_event(
-                e.type, e.data, task_id=e.task_id, user_id=e.user_id, validated=True, ts=iso(e.ts)
+                e.type,
+                e.data,
+                task_id=e.task_id,
+                user_id=e.user_id,
+                validated=True,
+                ts=iso(e.ts),
+                root_id=e.root_id,
             )
             events.append((event, encode_event(event, e.data_json), e.topic))
         mark = (self._mark, self._counted + 1)  # a retry keeps these counts

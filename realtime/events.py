@@ -136,6 +136,8 @@ class Event(BaseModel):
     ts: str
     task_id: str | None = None
     user_id: str | None = None
+    # Only on events of a task started by another task: the id of the workflow's first task.
+    root_id: str | None = None
     source: str
     data: dict[str, Any]
 
@@ -203,17 +205,24 @@ def make_event(
     user_id: str | None = None,
     validated: bool = False,
     ts: str | None = None,
+    root_id: str | None = None,
 ) -> dict[str, Any]:
-    """Build the envelope as a plain dict (the hot path skips pydantic for the envelope)."""
-    return {
+    """Build the envelope as a plain dict (the hot path skips pydantic for the envelope).
+
+    `root_id` (the workflow's first task) only on events of a task another task started.
+    """
+    event: dict[str, Any] = {
         "id": new_id(),
         "type": type_,
         "ts": ts or now_iso(),
         "task_id": task_id,
         "user_id": user_id,
-        "source": source(),
-        "data": data if validated else validate_data(type_, data),
     }
+    if root_id is not None:
+        event["root_id"] = root_id
+    event["source"] = source()
+    event["data"] = data if validated else validate_data(type_, data)
+    return event
 
 
 def progress_data(current: int, total: int, message: str | None) -> dict[str, Any]:
@@ -270,7 +279,13 @@ _ENVELOPE_BYTES: Final = (
 )
 
 
-def event_bytes(type_: str, data_json: bytes, task_id: str | None, user_id: str | None) -> int:
+def event_bytes(
+    type_: str,
+    data_json: bytes,
+    task_id: str | None,
+    user_id: str | None,
+    root_id: str | None = None,
+) -> int:
     """The length of the event's encoding from its encoded `data`, without encoding it again.
 
     Exact: types and ids never need escaping (ids are checked before this), and the source's
@@ -282,6 +297,7 @@ def event_bytes(type_: str, data_json: bytes, task_id: str | None, user_id: str 
         + len(type_)
         + (4 if task_id is None else len(task_id) + 2)
         + (4 if user_id is None else len(user_id) + 2)
+        + (0 if root_id is None else len(b',"root_id":""') + len(root_id))
         + len(orjson.dumps(source()))
     )
 

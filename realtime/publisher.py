@@ -44,6 +44,15 @@ def check_targets(task_id: str | None, user_id: str | None) -> None:
         raise ValueError(f"malformed user_id {user_id!r}")
 
 
+def root_of(root_id: str | None, task_id: str | None) -> str | None:
+    """`root_id` as the envelope carries it: only for a task that is not its own root."""
+    if root_id is None or root_id == task_id:
+        return None
+    if not valid_id(root_id):
+        raise ValueError(f"malformed root_id {root_id!r}")
+    return root_id
+
+
 def prepare(
     type_: str,
     data: dict[str, Any],
@@ -85,14 +94,26 @@ class Publisher:
         task_id: str | None = None,
         user_id: str | None = None,
         topic: str | None = None,
+        root_id: str | None = None,
     ) -> Stored:
         """Validate, store and publish one event; raises on transport errors (callers retry).
 
         An event over `max_event_bytes` raises `EventTooLarge`; nothing is stored.
         """
         clean, chosen = prepare(type_, data, task_id, user_id, topic)
-        event = make_event(type_, clean, task_id=task_id, user_id=user_id, validated=True)
+        root = root_of(root_id, task_id)
+        event = make_event(
+            type_, clean, task_id=task_id, user_id=user_id, validated=True, root_id=root
+        )
         return await self.publish(event, chosen)
+
+    async def queued(
+        self, task_id: str, owner: str, name: str, *, broker_checked: bool = True
+    ) -> None:
+        """Record a task's owner, then its `task.queued`: done before its message is sent, so
+        its owner may subscribe at once and no worker starts a task nobody owns."""
+        await self.store.create_task(task_id, owner, name, broker_checked=broker_checked)
+        await self.emit("task.queued", data={"name": name}, task_id=task_id, user_id=owner)
 
     async def publish(self, event: dict[str, Any], topic: str | None) -> Stored:
         """Store and publish one built event, refusing it (`EventTooLarge`) over the limit."""

@@ -55,6 +55,8 @@ def _event_models() -> list[type[BaseModel]]:
             "ts": (str, ...),
             "task_id": (str | None, None),
             "user_id": (str | None, None),
+            # only on events of a task another task started: its workflow's first task
+            "root_id": (str | None, None),
             "source": (str, ...),
             "data": (data_model, ...),
         }

@@ -42,6 +42,7 @@ local attempt, max_deliveries, now_s = ARGV[17], tonumber(ARGV[18]), tonumber(AR
 local publish = ARGV[20] == '1'
 local mark, count = ARGV[21], tonumber(ARGV[22])
 local hbytes = tonumber(ARGV[23])
+local root_id = ARGV[24]
 local P = KEYS[1]
 local verdict = 'ok'
 local dkey, mkey = nil, nil
@@ -91,6 +92,8 @@ if task_id ~= '' then
 end
 local chans = {}
 if task_id ~= '' then chans[#chans + 1] = 'task:' .. task_id end
+-- A task started by another task: its workflow's first task's channel carries it too.
+if root_id ~= '' and root_id ~= task_id then chans[#chans + 1] = 'task:' .. root_id end
 if topic ~= '' then chans[#chans + 1] = 'topic:' .. topic end
 if user_id ~= '' then chans[#chans + 1] = 'user:' .. user_id end
 local out = {verdict}
@@ -153,8 +156,11 @@ if tkey and is_task_type then
     redis.call('ZREM', P .. 'running', task_id)
     redis.call('ZREM', P .. 'queued', task_id)
   elseif etype == 'task.queued' or etype == 'task.retrying' then
-    -- Waiting for a worker (again): watched as queued, not as running.
-    redis.call('ZADD', P .. 'queued', now_s, task_id)
+    -- Waiting for a worker (again): not running. Watched as queued only if its message is in
+    -- the broker the reaper reads (the API's tasks); an app's own broker is its own business.
+    if redis.call('HGET', tkey, 'checked') == '1' then
+      redis.call('ZADD', P .. 'queued', now_s, task_id)
+    end
     redis.call('ZREM', P .. 'running', task_id)
   else
     redis.call('ZADD', P .. 'running', now_s, task_id)
@@ -436,6 +442,7 @@ class Store:
             mark,
             count,
             self.history_max_bytes,
+            event.get("root_id") or "",
         ]
 
     async def append(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> Stored:
@@ -526,11 +533,19 @@ class Store:
             snap.recoverable = False
         return snap
 
-    async def create_task(self, task_id: str, owner: str, name: str) -> None:
-        """Record a task's owner before it is enqueued: ownership decides who may watch it."""
+    async def create_task(
+        self, task_id: str, owner: str, name: str, *, broker_checked: bool = True
+    ) -> None:
+        """Record a task's owner before it is enqueued: ownership decides who may watch it.
+
+        `broker_checked`: its message goes to taskcast's own broker, where the reaper looks
+        for it if it stays queued long (`Reaper`); an app's own broker is not read.
+        """
         key = f"{PREFIX}t:{task_id}"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"owner": owner, "name": name, "created_at": now_iso()})
+            if broker_checked:
+                pipe.hset(key, "checked", "1")
             pipe.expire(key, self.history_ttl)
             await pipe.execute()
 

@@ -242,13 +242,21 @@ class Worker(Process):
     """A real Celery worker process (prefork, like production)."""
 
     def __init__(
-        self, env: dict[str, str], log_dir: Path, name: str = "worker", concurrency: int = 1
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        name: str = "worker",
+        concurrency: int = 1,
+        app: str = "taskcast.workers.app",
+        queues: str | None = None,
     ) -> None:
         args = [
-            str(BIN / "celery"), "-A", "taskcast.workers.app", "worker", "--loglevel", "INFO",
+            str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "--hostname", f"{name}-{free_port()}@%h",
             "--without-mingle", "--without-gossip",
         ]  # fmt: skip
+        if queues:
+            args += ["--queues", queues]
         super().__init__(name, args, env, log_dir)
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -50,11 +50,13 @@ def test_registered_topics_are_channels() -> None:
 
 
 def test_the_schema_export_includes_an_apps_types() -> None:
-    """`json_schema()` holds the app's model beside the built-in ones."""
+    """`json_schema()` holds the app's model beside the built-in ones, and the envelope's
+    optional `root_id`."""
     schema = json_schema()
     invoice = schema["data"]["invoice.generated"]
     assert set(invoice["properties"]) == {"invoice_id", "amount_cents"}
     assert {"task.progress", "notification"} <= set(schema["data"])
+    assert "root_id" in schema["envelope"]["properties"]
 
 
 class Other(BaseModel):

@@ -11,12 +11,11 @@ import pytest
 import redis
 from celery import signals
 
-import taskcast.workers.signals  # noqa: F401 - connects the lifecycle handlers
 from taskcast.realtime import emitter as emitter_module
 from taskcast.realtime.events import MAX_TEXT_CHARS
 from taskcast.realtime.settings import Settings
 from taskcast.realtime.store import Message
-from taskcast.workers.app import app
+from taskcast.workers.app import app  # its `install(app)` connects the lifecycle handlers
 from taskcast.workers.signatures import ORDERS_PROCESS
 
 

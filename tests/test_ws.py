@@ -21,7 +21,7 @@ from taskcast.api.main import create_app
 from taskcast.realtime.emitter import Emitter
 from taskcast.realtime.settings import Settings
 from taskcast.realtime.tokens import issue
-from taskcast.workers.signals import freeze_startup_objects
+from taskcast.workers.integration import freeze_startup_objects
 
 from .inprocess import served
 from .wsclient import WS, Frame

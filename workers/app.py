@@ -1,5 +1,5 @@
-"""The Celery app of taskcast workers: Redis (or `TASKCAST_BROKER_URL`) broker, JSON only, late
-acks, prefetch 1."""
+"""The Celery app of taskcast's own (demo) workers: Redis (or `TASKCAST_BROKER_URL`) broker,
+JSON only, late acks, prefetch 1."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from celery import Celery
 
 from taskcast.realtime.settings import get_worker_settings
 
+from .integration import install
 from .signatures import celery_config
 
 app = Celery(
     "taskcast",
-    include=["taskcast.workers.orders", "taskcast.workers.inventory", "taskcast.workers.signals"],
-    task_cls="taskcast.workers.task:TaskcastTask",
+    include=["taskcast.workers.orders", "taskcast.workers.inventory"],
+    task_cls="taskcast.workers.task:TaskcastTask",  # every task of this app opts in
     set_as_current=True,
 )
 # Read the environment when Celery configures itself, not at import.
@@ -23,3 +24,4 @@ app.add_defaults(
         get_worker_settings().broker_url,
     )
 )
+install(app, freeze_gc=True)

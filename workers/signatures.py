@@ -15,6 +15,9 @@ from taskcast.realtime.reaper import RedisBroker
 ORDERS_PROCESS: Final = "orders.process"
 INVENTORY_IMPORT: Final = "inventory.import"
 TASK_NAMES: Final = frozenset({ORDERS_PROCESS, INVENTORY_IMPORT})
+# Message headers of an owned task: its owner, and the first task of its workflow.
+OWNER_HEADER: Final = "taskcast_owner"
+ROOT_HEADER: Final = "taskcast_root"
 
 
 _CERT_REQS: Final = {
@@ -145,6 +148,7 @@ def sender(redis_url: str, broker_url: str = "") -> Celery:
     return app
 
 
-def enqueue(app: Celery, name: str, task_id: str, kwargs: dict[str, Any]) -> None:
-    """Send task `name` with a preassigned id (ownership and `task.queued` are recorded first)."""
-    app.send_task(name, kwargs=kwargs, task_id=task_id)
+def enqueue(app: Celery, name: str, task_id: str, kwargs: dict[str, Any], owner: str) -> None:
+    """Send task `name` with a preassigned id (ownership and `task.queued` are recorded first);
+    the owner header is what the tasks it starts inherit (`taskcast.workers.integration`)."""
+    app.send_task(name, kwargs=kwargs, task_id=task_id, headers={OWNER_HEADER: owner})

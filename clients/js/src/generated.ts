@@ -82,6 +82,7 @@ type: "task.queued"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: TaskQueued
 }
@@ -94,6 +95,7 @@ type: "task.started"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: TaskStarted
 }
@@ -107,6 +109,7 @@ type: "task.progress"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: TaskProgress
 }
@@ -122,6 +125,7 @@ type: "task.succeeded"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: TaskSucceeded
 }
@@ -143,6 +147,7 @@ type: "task.failed"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: TaskFailed
 }
@@ -159,6 +164,7 @@ type: "task.retrying"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: TaskRetrying
 }
@@ -173,6 +179,7 @@ type: "task.cancelled"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: TaskCancelled
 }
@@ -185,6 +192,7 @@ type: "notification"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: Notification
 }
@@ -200,6 +208,7 @@ type: "system.message"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: SystemMessage
 }
@@ -214,6 +223,7 @@ type: "order.created"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: OrderCreated
 }
@@ -232,6 +242,7 @@ type: "order.updated"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: OrderUpdated
 }
@@ -247,6 +258,7 @@ type: "order.status_changed"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: OrderStatusChanged
 }
@@ -261,6 +273,7 @@ type: "order.cancelled"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: OrderCancelled
 }
@@ -274,6 +287,7 @@ type: "client.created"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: ClientCreated
 }
@@ -288,6 +302,7 @@ type: "client.updated"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: ClientUpdated
 }
@@ -303,6 +318,7 @@ type: "inventory.updated"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: InventoryUpdated
 }
@@ -321,6 +337,7 @@ type: "inventory.low_stock"
 ts: string
 task_id?: (string | null)
 user_id?: (string | null)
+root_id?: (string | null)
 source: string
 data: InventoryLowStock
 }
