@@ -36,3 +36,17 @@ def test_the_wheel_adds_one_import_name_and_carries_its_files(tmp_path: Path) ->
         "taskcast/api/static/taskcast.js",
     ):
         assert needed in names, f"{needed} missing from the wheel"
+
+
+def test_importing_taskcast_to_emit_loads_no_celery_and_no_web_framework() -> None:
+    """A process that only emits pays for neither Celery nor FastAPI; they load on first use."""
+    probe = (
+        "import sys, taskcast\n"
+        "print(sorted(m for m in ('celery', 'fastapi', 'starlette') if m in sys.modules))\n"
+        "taskcast.install, taskcast.realtime_app\n"
+        "print(sorted(m for m in ('celery', 'fastapi') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.split("\n")[:2] == ["[]", "['celery', 'fastapi']"], out.stderr
