@@ -396,6 +396,7 @@ var taskcast = (() => {
   }
   function applyEvent(view, event, seq) {
     if (TERMINAL.has(view.status)) return { ...view, seq };
+    if (event.task_id && event.task_id !== view.taskId) return { ...view, seq };
     const next = { ...view, seq };
     switch (event.type) {
       case "task.queued":

@@ -370,6 +370,7 @@ function applySubscribed(view, frame) {
 }
 function applyEvent(view, event, seq) {
   if (TERMINAL.has(view.status)) return { ...view, seq };
+  if (event.task_id && event.task_id !== view.taskId) return { ...view, seq };
   const next = { ...view, seq };
   switch (event.type) {
     case "task.queued":

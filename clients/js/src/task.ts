@@ -60,9 +60,14 @@ export function applySubscribed(view: TaskView, frame: Subscribed): TaskView {
   };
 }
 
-/** The view after one event of the task's channel; a terminal status never changes again. */
+/**
+ * The view after one event of the task's channel; a terminal status never changes again.
+ * A workflow's first task's channel also carries the lifecycle of the tasks it started
+ * (their own `task_id`, its `root_id`): those move `seq` on, never this task's view.
+ */
 export function applyEvent(view: TaskView, event: TaskcastEvent, seq: number): TaskView {
   if (TERMINAL.has(view.status)) return { ...view, seq };
+  if (event.task_id && event.task_id !== view.taskId) return { ...view, seq };
   const next = { ...view, seq };
   switch (event.type) {
     case "task.queued":

@@ -28,6 +28,29 @@ describe("followTask", () => {
     tc.close();
   });
 
+  it("on a workflow's channel, follows its own task, not the tasks it started", async () => {
+    FakeSocket.all = [];
+    const tc = new Taskcast("ws://x/ws", { token: "t", WebSocket: FakeSocket });
+    const follower = followTask(tc, "t1", () => {});
+    tc.connect();
+    await new Promise((r) => setTimeout(r, 0));
+    const ws = FakeSocket.all[0]!;
+    ws.deliver({ type: "welcome", connection_id: "c", user: "u", node: "n" });
+    ws.deliver({ type: "subscribed", channel: CH, seq: 0, epoch: "E", recovered: true });
+    const child = (seq: number, type: string, data: Record<string, unknown>) => {
+      const frame = lifecycle(CH, seq, type, data);
+      return { ...frame, event: { ...frame.event, task_id: "child", root_id: "t1" } };
+    };
+    ws.deliver(lifecycle(CH, 1, "task.started", { name: "flow", attempt: 1 }));
+    ws.deliver(child(2, "task.started", { name: "step", attempt: 1 }));
+    ws.deliver(progress(CH, 3, 40, "Planning"));
+    ws.deliver(child(4, "task.succeeded", { result: "done" }));
+    expect(follower.view).toMatchObject({ status: "running", percent: 40, message: "Planning", seq: 4 });
+    ws.deliver(lifecycle(CH, 5, "task.succeeded", { result: "all" }));
+    expect(follower.view).toMatchObject({ status: "succeeded", result: "all", seq: 5 });
+    tc.close();
+  });
+
   it("reloads from the state when history is lost, and says so", async () => {
     FakeSocket.all = [];
     const tc = new Taskcast("ws://x/ws", { token: "t", WebSocket: FakeSocket });
