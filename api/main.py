@@ -127,7 +127,8 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
         node_id = conf.node_id or f"{socket.gethostname()}-{os.getpid()}"
         await backend.connect()
         try:
-            publisher = Publisher(store, backend, max_event_bytes=conf.max_event_bytes)
+            limit, limited_by = conf.event_limit
+            publisher = Publisher(store, backend, max_event_bytes=limit, limited_by=limited_by)
             celery = sender(conf.redis_url, conf.broker_url)
             async with AsyncExitStack() as closing:
                 broker = _broker_queues(celery, conf.broker, conf.redis_url, redis, closing)

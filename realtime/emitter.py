@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
-from .backend import make_broadcast, shares_redis
+from .backend import event_limit, make_broadcast, shares_redis
 from .connections import redis_client
 from .events import (
     encode_data,
@@ -36,7 +36,7 @@ from .events import (
     progress_data,
     source,
 )
-from .eventsize import refuse
+from .eventsize import MAX_EVENT_SETTING, NOTIFY_LIMIT, refuse
 from .publisher import Publisher, prepare, root_of
 from .resp import Pipeline
 from .store import Store, event_id, rewind_command
@@ -89,7 +89,10 @@ class Emitter:
         self._history_size = history_size
         self._history_ttl = history_ttl
         self._history_max_bytes = history_max_bytes
-        self.max_event_bytes = max_event_bytes
+        # A transport that carries less (PostgreSQL's NOTIFY) lowers the limit, and is named.
+        carried = event_limit(self._broadcast_url)
+        self.max_event_bytes = max_event_bytes if carried is None else min(carried, max_event_bytes)
+        self.limited_by = MAX_EVENT_SETTING if carried is None else NOTIFY_LIMIT
         self._bound = buffer
         self._max_deliveries = max_deliveries
         self._heartbeat = heartbeat
@@ -147,7 +150,7 @@ class Emitter:
         size = event_bytes(type_, data_json, task_id, user_id, root_id)
         if size > self.max_event_bytes:
             self._count_refusal()
-            raise refuse(type_, size, self.max_event_bytes, task_id)
+            raise refuse(type_, size, self.max_event_bytes, task_id, self.limited_by)
         entry = _Entry(type_, clean, task_id, user_id, chosen, time.time(), data_json=data_json)
         entry.root_id = root_id
         self._put(entry)
@@ -320,7 +323,9 @@ class Emitter:
         )
         broadcast = make_broadcast(self._broadcast_url)
         await broadcast.connect()
-        publisher = Publisher(store, broadcast, max_event_bytes=self.max_event_bytes)
+        publisher = Publisher(
+            store, broadcast, max_event_bytes=self.max_event_bytes, limited_by=self.limited_by
+        )
         self._publisher = publisher
         self._ready.set()
         loop = asyncio.get_running_loop()

@@ -102,9 +102,11 @@ class EventTooLarge(TaskcastError, ValueError):
     http_status = 413
     default_message = "event too large"
 
-    def __init__(self, type_: str, size: int, limit: int) -> None:
+    def __init__(
+        self, type_: str, size: int, limit: int, limited_by: str = "TASKCAST_MAX_EVENT_BYTES"
+    ) -> None:
         super().__init__(
-            f"{type_} event of {size} bytes is over TASKCAST_MAX_EVENT_BYTES ({limit} bytes); "
+            f"{type_} event of {size} bytes is over {limited_by} ({limit} bytes); "
             "nothing was emitted"
         )
         self.type = type_

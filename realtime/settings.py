@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .backend import check_broadcast_url, event_limit
+from .eventsize import MAX_EVENT_SETTING, NOTIFY_LIMIT
 from .tokens import ALGORITHMS, HMAC_ALGORITHMS, TokenRules, check_public_key
 
 DEV_SECRET_MIN = 32
@@ -227,6 +229,21 @@ class Settings(WorkerSettings):
             jwks_cache_seconds=self.jwks_cache_seconds,
             jwks_cooldown=self.jwks_cooldown,
         )
+
+    @field_validator("broadcast_url")
+    @classmethod
+    def _transport(cls, value: str) -> str:
+        check_broadcast_url(value.strip())
+        return value.strip()
+
+    @property
+    def event_limit(self) -> tuple[int, str]:
+        """The largest event anyone may emit and what sets it: `TASKCAST_MAX_EVENT_BYTES`, or
+        a broadcast transport that carries less (PostgreSQL's NOTIFY)."""
+        carried = event_limit(self.broadcast)
+        if carried is not None and carried < self.max_event_bytes:
+            return carried, NOTIFY_LIMIT
+        return self.max_event_bytes, MAX_EVENT_SETTING
 
     @property
     def origins(self) -> frozenset[str]:
