@@ -121,6 +121,8 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
             history_max_bytes=conf.history_max_bytes,
             max_deliveries=conf.max_deliveries,
             publish=shares_redis(conf.broadcast, conf.redis_url),
+            wait_replicas=conf.redis_wait,
+            wait_timeout_ms=conf.redis_wait_timeout,
         )
         # The node's hub is the backend's only subscriber (see realtime/hub.py).
         backend = make_backend(conf.broadcast)

@@ -35,7 +35,7 @@ QUEUE_BOUND = 20_000
 SUBSCRIBE_TIMEOUT = 5.0
 PING_INTERVAL = 5.0
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 1.0
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 
 # Takes one channel's messages, in order: those read together from Redis, back to back.
 Consumer = Callable[[str, list[str]], None]

@@ -26,6 +26,7 @@ from typing import Any
 from . import metrics
 from .backend import event_limit, make_broadcast, shares_redis
 from .connections import redis_client
+from .errors import NotReplicated
 from .events import (
     encode_data,
     encode_event,
@@ -83,6 +84,8 @@ class Emitter:
         buffer: int = 10_000,
         max_deliveries: int = 3,
         heartbeat: float = 15.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self._redis_url = redis_url
         self._broadcast_url = broadcast_url or redis_url
@@ -96,6 +99,7 @@ class Emitter:
         self._bound = buffer
         self._max_deliveries = max_deliveries
         self._heartbeat = heartbeat
+        self._wait = (wait_replicas, wait_timeout_ms)  # `TASKCAST_REDIS_WAIT`: see `Store`
         self._running: set[str] = set()  # tasks this process runs: their heartbeat goes out
         self._pid = os.getpid()
         # Retries are deduped by (mark, count): the publisher thread counts every event it
@@ -320,6 +324,8 @@ class Emitter:
             max_deliveries=self._max_deliveries,
             pipeline=pipeline,
             publish=shares_redis(self._broadcast_url, self._redis_url),
+            wait_replicas=self._wait[0],
+            wait_timeout_ms=self._wait[1],
         )
         broadcast = make_broadcast(self._broadcast_url)
         await broadcast.connect()
@@ -402,7 +408,9 @@ class Emitter:
                 results = await publisher.publish_encoded(events, mark)
             except Exception as exc:  # noqa: BLE001 - Redis away: keep the batch, retry
                 metrics.COUNTS.publish_errors += 1
-                if self.connected:
+                if self.connected and isinstance(exc, NotReplicated):
+                    logger.warning("emit: %s; keeping the events", exc)
+                elif self.connected:
                     logger.warning("emit: Redis unreachable (%s); retrying", type(exc).__name__)
                 self.connected = False
                 await asyncio.sleep(_jitter.uniform(delay / 2, delay))
@@ -457,6 +465,8 @@ def default() -> Emitter:
                     buffer=settings.emit_buffer,
                     max_deliveries=settings.max_deliveries,
                     heartbeat=settings.heartbeat,
+                    wait_replicas=settings.redis_wait,
+                    wait_timeout_ms=settings.redis_wait_timeout,
                 )
     return _default
 

@@ -92,6 +92,21 @@ class Unavailable(TaskcastError):
     default_message = "a backing service is unreachable; retry shortly"
 
 
+class NotReplicated(Unavailable):
+    """Stored on the Redis master, but confirmed by fewer replicas than `TASKCAST_REDIS_WAIT`.
+
+    Not counted as stored: the emitter keeps the event and stores it again (its id makes that
+    one event), an HTTP caller gets 503 and may retry the same way.
+    """
+
+    def __init__(self, confirmed: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"the event reached the Redis master but {confirmed} of {wanted} replicas confirmed "
+            f"it within {timeout_ms} ms (TASKCAST_REDIS_WAIT); retry"
+        )
+        self.confirmed = confirmed
+
+
 class EventTooLarge(TaskcastError, ValueError):
     """An event over `TASKCAST_MAX_EVENT_BYTES`, refused where it was emitted.
 
