@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from taskcast.realtime.backend import CONTROL_CHANNEL, make_backend
+from taskcast.realtime.backend import CONTROL_CHANNEL, RESYNC, make_backend
 from taskcast.realtime.emitter import Emitter
 from taskcast.realtime.errors import EventTooLarge
 from taskcast.realtime.postgres import NOTIFY_MAX_BYTES, MessageTooLarge, PostgresBackend
@@ -26,11 +26,13 @@ from .stack import Stack, User, running, seqs, types, until_terminal
 
 pytestmark = [pytest.mark.anyio]
 
-PG = ["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc"]
+PG = ["-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
 
 
-def _psql(sql: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["psql", *PG, sql], capture_output=True, text=True, timeout=30)
+def _psql(sql: str, database: str = "postgres") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["psql", *PG, "-d", database, "-qc", sql], capture_output=True, text=True, timeout=30
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +73,29 @@ async def test_concurrent_publishes_all_arrive_in_order(pg_url: str) -> None:
         await backend.disconnect()
     for channel in ("task:abc", long_name):
         assert [m for c, m in got if c == channel] == [m for c, m in sent if c == channel]
+
+
+async def test_lost_listening_link_is_reopened_with_a_resync(pg_url: str) -> None:
+    """When PostgreSQL drops the listening connection, the reader gets `resync` and the
+    channels listened to before get their messages again."""
+    backend = make_backend(pg_url)
+    assert isinstance(backend, PostgresBackend)
+    await backend.connect()
+    try:
+        await backend.subscribe("task:kept")
+        dropped = _psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            pg_url.rsplit("/", 1)[1],
+        )
+        assert dropped.returncode == 0, dropped.stderr
+        async with asyncio.timeout(10):
+            event = await backend.next_published()
+        assert (event.channel, event.message) == (CONTROL_CHANNEL, RESYNC)
+        await backend.publish("task:kept", "after")
+        assert await _next(backend) == ("task:kept", "after")
+    finally:
+        await backend.disconnect()
 
 
 async def test_message_over_notify_limit_is_refused_with_its_reason(pg_url: str) -> None:
