@@ -121,13 +121,16 @@ def realtime_app(settings: Settings | None = None, *, process_hooks: bool = Fals
             history_max_bytes=conf.history_max_bytes,
             max_deliveries=conf.max_deliveries,
             publish=shares_redis(conf.broadcast, conf.redis_url),
+            wait_replicas=conf.redis_wait,
+            wait_timeout_ms=conf.redis_wait_timeout,
         )
         # The node's hub is the backend's only subscriber (see realtime/hub.py).
         backend = make_backend(conf.broadcast)
         node_id = conf.node_id or f"{socket.gethostname()}-{os.getpid()}"
         await backend.connect()
         try:
-            publisher = Publisher(store, backend, max_event_bytes=conf.max_event_bytes)
+            limit, limited_by = conf.event_limit
+            publisher = Publisher(store, backend, max_event_bytes=limit, limited_by=limited_by)
             celery = sender(conf.redis_url, conf.broker_url)
             async with AsyncExitStack() as closing:
                 broker = _broker_queues(celery, conf.broker, conf.redis_url, redis, closing)

@@ -27,12 +27,15 @@ router = APIRouter(tags=["tasks"])
 async def start_task(node: Node, principal: Principal, name: str, kwargs: dict[str, Any]) -> str:
     """Record the owner and `task.queued`, then enqueue: the client may subscribe at once."""
     task_id = uuid.uuid4().hex
+    # Each step names its own cause: a broadcast transport down is not a task queue down.
+    step = "the task could not be stored or published (REDIS_URL, BROADCAST_URL)"
     try:
         await node.publisher.queued(task_id, principal.user, name)
+        step = "the task queue is unreachable"
         await run_in_threadpool(enqueue, node.sender, name, task_id, kwargs, principal.user)
-    except Exception as exc:  # noqa: BLE001 - Redis or broker down: the client gets 503
-        logger.error("could not enqueue %s: %s", name, type(exc).__name__)
-        raise Unavailable("the task queue is unreachable; nothing was enqueued") from None
+    except Exception as exc:  # noqa: BLE001 - Redis, transport or broker down: 503
+        logger.error("could not enqueue %s: %s (%s)", name, step, type(exc).__name__)
+        raise Unavailable(f"{step}; nothing was enqueued") from None
     return task_id
 
 

@@ -35,7 +35,7 @@ QUEUE_BOUND = 20_000
 SUBSCRIBE_TIMEOUT = 5.0
 PING_INTERVAL = 5.0
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 1.0
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 
 # Takes one channel's messages, in order: those read together from Redis, back to back.
 Consumer = Callable[[str, list[str]], None]
@@ -291,10 +291,44 @@ class RedisBackend(BroadcastBackend):
                 pubsub.send("PING")
 
 
+POSTGRES_SCHEMES = ("postgres", "postgresql")
+# broadcaster's `redis-stream://` reads each stream from where it is when a node subscribes
+# and keeps no position across its reconnects; taskcast's resume needs the store's history and
+# a resync after any gap, which its Redis pub/sub backend (`redis://`) gives on the same Redis.
+REFUSED_SCHEMES = {
+    "redis-stream": "BROADCAST_URL=redis-stream:// is not supported: broadcaster's stream "
+    "backend keeps no position across reconnects, so events can be missed without a resync. "
+    "Use the same Redis with redis:// (the default when BROADCAST_URL is unset)."
+}
+
+
+def check_broadcast_url(url: str) -> None:
+    """Refuse, with the reason, a broadcaster URL taskcast cannot deliver over reliably."""
+    reason = REFUSED_SCHEMES.get(urlparse(url).scheme)
+    if reason is not None:
+        raise ValueError(reason)
+
+
+def event_limit(url: str) -> int | None:
+    """The largest event the transport at `url` carries, when it is below taskcast's own."""
+    if urlparse(url).scheme in POSTGRES_SCHEMES:
+        from .postgres import EVENT_MAX_BYTES
+
+        return EVENT_MAX_BYTES
+    return None
+
+
 def make_backend(url: str) -> BroadcastBackend:
-    """broadcaster's backend for `url`: ours for Redis URLs, broadcaster's own for others."""
-    if urlparse(url).scheme in REDIS_SCHEMES:
+    """broadcaster's backend for `url`: ours for Redis and PostgreSQL, broadcaster's own for
+    others (Kafka, memory)."""
+    check_broadcast_url(url)
+    scheme = urlparse(url).scheme
+    if scheme in REDIS_SCHEMES:
         return RedisBackend(url)
+    if scheme in POSTGRES_SCHEMES:
+        from .postgres import PostgresBackend  # it builds on this module's control channel
+
+        return PostgresBackend(url)
     return Broadcast(url)._backend  # broadcaster builds its stock backends only in Broadcast
 
 

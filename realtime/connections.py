@@ -6,8 +6,11 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, TimeoutError
+
+from . import sentinel
 
 RETRIES = 3
 MAX_CONNECTIONS = 64
@@ -27,6 +30,37 @@ def redis_client(url: str, **options: Any) -> Redis:
         "max_connections": MAX_CONNECTIONS,
     }
     defaults.update(options)
+    if sentinel.is_sentinel(url):
+        where = sentinel.parse(url)
+        manager = Sentinel(  # type: ignore[no-untyped-call]
+            list(where.sentinels),
+            sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+        )
+        # Every new connection asks the Sentinels for the master; one that meets a demoted
+        # master (READONLY) is dropped and retried: after a failover, the new master.
+        client: Redis = manager.master_for(
+            where.service,
+            redis_class=_SentinelRedis,
+            connection_pool_class=_BlockingSentinelPool,
+            timeout=POOL_TIMEOUT,
+            **sentinel.redis_py_options(where),
+            **defaults,
+        )
+        return client
     # redis-py 8's default pool raises MaxConnectionsError at its cap; this one waits.
     pool = BlockingConnectionPool.from_url(url, timeout=POOL_TIMEOUT, **defaults)
     return Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
+
+
+class _SentinelRedis(Redis):
+    """A client of the Sentinels' master whose `aclose` also closes its Sentinel connections."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        if manager is not None:
+            await manager.aclose()
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool that, like the plain one above, waits at its cap instead of raising."""

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
-from .backend import make_broadcast, shares_redis
+from .backend import event_limit, make_broadcast, shares_redis
 from .connections import redis_client
+from .errors import NotReplicated
 from .events import (
     encode_data,
     encode_event,
@@ -36,7 +37,7 @@ from .events import (
     progress_data,
     source,
 )
-from .eventsize import refuse
+from .eventsize import MAX_EVENT_SETTING, NOTIFY_LIMIT, refuse
 from .publisher import Publisher, prepare, root_of
 from .resp import Pipeline
 from .store import Store, event_id, rewind_command
@@ -83,16 +84,22 @@ class Emitter:
         buffer: int = 10_000,
         max_deliveries: int = 3,
         heartbeat: float = 15.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self._redis_url = redis_url
         self._broadcast_url = broadcast_url or redis_url
         self._history_size = history_size
         self._history_ttl = history_ttl
         self._history_max_bytes = history_max_bytes
-        self.max_event_bytes = max_event_bytes
+        # A transport that carries less (PostgreSQL's NOTIFY) lowers the limit, and is named.
+        carried = event_limit(self._broadcast_url)
+        self.max_event_bytes = max_event_bytes if carried is None else min(carried, max_event_bytes)
+        self.limited_by = MAX_EVENT_SETTING if carried is None else NOTIFY_LIMIT
         self._bound = buffer
         self._max_deliveries = max_deliveries
         self._heartbeat = heartbeat
+        self._wait = (wait_replicas, wait_timeout_ms)  # `TASKCAST_REDIS_WAIT`: see `Store`
         self._running: set[str] = set()  # tasks this process runs: their heartbeat goes out
         self._pid = os.getpid()
         # Retries are deduped by (mark, count): the publisher thread counts every event it
@@ -147,7 +154,7 @@ class Emitter:
         size = event_bytes(type_, data_json, task_id, user_id, root_id)
         if size > self.max_event_bytes:
             self._count_refusal()
-            raise refuse(type_, size, self.max_event_bytes, task_id)
+            raise refuse(type_, size, self.max_event_bytes, task_id, self.limited_by)
         entry = _Entry(type_, clean, task_id, user_id, chosen, time.time(), data_json=data_json)
         entry.root_id = root_id
         self._put(entry)
@@ -317,10 +324,14 @@ class Emitter:
             max_deliveries=self._max_deliveries,
             pipeline=pipeline,
             publish=shares_redis(self._broadcast_url, self._redis_url),
+            wait_replicas=self._wait[0],
+            wait_timeout_ms=self._wait[1],
         )
         broadcast = make_broadcast(self._broadcast_url)
         await broadcast.connect()
-        publisher = Publisher(store, broadcast, max_event_bytes=self.max_event_bytes)
+        publisher = Publisher(
+            store, broadcast, max_event_bytes=self.max_event_bytes, limited_by=self.limited_by
+        )
         self._publisher = publisher
         self._ready.set()
         loop = asyncio.get_running_loop()
@@ -397,7 +408,9 @@ class Emitter:
                 results = await publisher.publish_encoded(events, mark)
             except Exception as exc:  # noqa: BLE001 - Redis away: keep the batch, retry
                 metrics.COUNTS.publish_errors += 1
-                if self.connected:
+                if self.connected and isinstance(exc, NotReplicated):
+                    logger.warning("emit: %s; keeping the events", exc)
+                elif self.connected:
                     logger.warning("emit: Redis unreachable (%s); retrying", type(exc).__name__)
                 self.connected = False
                 await asyncio.sleep(_jitter.uniform(delay / 2, delay))
@@ -452,6 +465,8 @@ def default() -> Emitter:
                     buffer=settings.emit_buffer,
                     max_deliveries=settings.max_deliveries,
                     heartbeat=settings.heartbeat,
+                    wait_replicas=settings.redis_wait,
+                    wait_timeout_ms=settings.redis_wait_timeout,
                 )
     return _default
 

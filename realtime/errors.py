@@ -92,6 +92,21 @@ class Unavailable(TaskcastError):
     default_message = "a backing service is unreachable; retry shortly"
 
 
+class NotReplicated(Unavailable):
+    """Stored on the Redis master, but confirmed by fewer replicas than `TASKCAST_REDIS_WAIT`.
+
+    Not counted as stored: the emitter keeps the event and stores it again (its id makes that
+    one event), an HTTP caller gets 503 and may retry the same way.
+    """
+
+    def __init__(self, confirmed: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"the event reached the Redis master but {confirmed} of {wanted} replicas confirmed "
+            f"it within {timeout_ms} ms (TASKCAST_REDIS_WAIT); retry"
+        )
+        self.confirmed = confirmed
+
+
 class EventTooLarge(TaskcastError, ValueError):
     """An event over `TASKCAST_MAX_EVENT_BYTES`, refused where it was emitted.
 
@@ -102,9 +117,11 @@ class EventTooLarge(TaskcastError, ValueError):
     http_status = 413
     default_message = "event too large"
 
-    def __init__(self, type_: str, size: int, limit: int) -> None:
+    def __init__(
+        self, type_: str, size: int, limit: int, limited_by: str = "TASKCAST_MAX_EVENT_BYTES"
+    ) -> None:
         super().__init__(
-            f"{type_} event of {size} bytes is over TASKCAST_MAX_EVENT_BYTES ({limit} bytes); "
+            f"{type_} event of {size} bytes is over {limited_by} ({limit} bytes); "
             "nothing was emitted"
         )
         self.type = type_

@@ -25,6 +25,7 @@ class Counters:
     emitted: int = 0
     emit_dropped: int = 0
     store_rewinds: int = 0
+    not_replicated: int = 0
     rate_limited: int = 0
     gc_full_collections: int = 0
     gc_whole_heap_collections: int = 0
@@ -47,6 +48,7 @@ _HELP = {
     "emitted": "Events this process stored and published",
     "emit_dropped": "Progress events dropped from a full emit buffer",
     "store_rewinds": "Channels found older in Redis than already seen, moved to a new epoch",
+    "not_replicated": "Store batches fewer replicas confirmed than TASKCAST_REDIS_WAIT asks",
     "rate_limited": "Client frames refused by the rate limit",
     "gc_full_collections": "Full garbage collections (on a web node: of what is new since)",
     "gc_whole_heap_collections": "Full garbage collections that walked the whole heap",

@@ -9,7 +9,7 @@ from typing import Any, NoReturn, Protocol
 from . import metrics, registry
 from .channels import valid_id
 from .events import TASK_TYPES, encode_event, make_event, validate_data
-from .eventsize import refuse
+from .eventsize import MAX_EVENT_SETTING, refuse
 from .store import Store, Stored
 
 
@@ -80,11 +80,17 @@ class Publisher:
     """
 
     def __init__(
-        self, store: Store, broadcast: Publishes, *, max_event_bytes: int = 64 * 1024
+        self,
+        store: Store,
+        broadcast: Publishes,
+        *,
+        max_event_bytes: int = 64 * 1024,
+        limited_by: str = MAX_EVENT_SETTING,
     ) -> None:
         self.store = store
         self.broadcast = broadcast
         self.max_event_bytes = max_event_bytes
+        self.limited_by = limited_by  # what sets `max_event_bytes`, named in a refusal
 
     async def emit(
         self,
@@ -155,7 +161,7 @@ class Publisher:
         """Count (best effort) and raise `EventTooLarge` for an event over the limit."""
         with contextlib.suppress(Exception):  # Redis away: the refusal itself still stands
             await self.store.count("events_too_large")
-        raise refuse(event["type"], size, self.max_event_bytes, event["task_id"])
+        raise refuse(event["type"], size, self.max_event_bytes, event["task_id"], self.limited_by)
 
     async def _broadcast(self, messages: list[tuple[str, str]]) -> None:
         if not messages or self.store.publishes:

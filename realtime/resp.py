@@ -19,6 +19,8 @@ from typing import Any, cast
 import hiredis
 from redis.asyncio.connection import ConnectionPool, SSLConnection, UnixDomainSocketConnection
 
+from . import sentinel
+
 TIMEOUT = 5.0  # a reply later than this means a dead link (redis-py's socket_timeout)
 
 
@@ -96,7 +98,13 @@ class Connection:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
-        where = address(self.url)
+        sentinels = sentinel.parse(self.url) if sentinel.is_sentinel(self.url) else None
+        if sentinels is not None:  # asked on every connect: after a failover, the new master
+            async with asyncio.timeout(self.connect_timeout):
+                host, port = await sentinel.master_address(sentinels)
+            where = address(sentinels.master_url(host, port))
+        else:
+            where = address(self.url)
         opening: Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]
         if where.path is not None:
             opening = loop.create_unix_connection(lambda: _Stream(self), where.path)
@@ -112,12 +120,17 @@ class Connection:
             setup.append(command("AUTH", user, password) if user else command("AUTH", password))
         if where.db:
             setup.append(command("SELECT", where.db))
+        if sentinels is not None:
+            setup.append(command("ROLE"))  # a Sentinel's answer may be a moment out of date
         if setup:
             self.write(b"".join(setup))
             async with asyncio.timeout(self.connect_timeout):
                 replies = await self.replies(len(setup))
             if any(isinstance(r, hiredis.ReplyError) for r in replies):
                 raise ConnectionError("Redis refused the connection's credentials or database")
+            if sentinels is not None and replies[-1][0] != "master":
+                self.abort()
+                raise ConnectionError("the address Sentinel named is not the master (yet)")
 
     def send(self, *args: str) -> None:
         self.write(command(*args))

@@ -10,6 +10,9 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import sentinel
+from .backend import check_broadcast_url, event_limit
+from .eventsize import MAX_EVENT_SETTING, NOTIFY_LIMIT
 from .tokens import ALGORITHMS, HMAC_ALGORITHMS, TokenRules, check_public_key
 
 DEV_SECRET_MIN = 32
@@ -65,6 +68,11 @@ class WorkerSettings(BaseSettings):
     )
     max_import_rows: int = Field(default=100_000, ge=1, alias="TASKCAST_MAX_IMPORT_ROWS")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, alias="TASKCAST_MAX_BODY_BYTES")
+    # Synchronous replication: an event counts as stored once this many replicas confirmed it
+    # (Redis `WAIT`) within the timeout (ms); unconfirmed, the emitter keeps it and retries,
+    # the HTTP routes answer 503. 0: asynchronous (docs/reliability.md says what each loses).
+    redis_wait: int = Field(default=0, ge=0, alias="TASKCAST_REDIS_WAIT")
+    redis_wait_timeout: int = Field(default=1000, ge=1, alias="TASKCAST_REDIS_WAIT_TIMEOUT")
     # Worker-side emit buffer (events waiting for Redis).
     emit_buffer: int = Field(default=10_000, ge=10, alias="TASKCAST_EMIT_BUFFER")
     # Lost workers: Redis-broker redelivery of unacknowledged tasks after this many seconds;
@@ -84,7 +92,10 @@ class WorkerSettings(BaseSettings):
     @field_validator("redis_url", "broadcast_url", "broker_url")
     @classmethod
     def _strip(cls, value: str) -> str:
-        return value.strip()
+        value = value.strip()
+        if sentinel.is_sentinel(value):
+            sentinel.parse(value)  # a malformed Sentinel URL is said at start-up
+        return value
 
     @model_validator(mode="after")
     def _event_fits(self) -> WorkerSettings:
@@ -227,6 +238,21 @@ class Settings(WorkerSettings):
             jwks_cache_seconds=self.jwks_cache_seconds,
             jwks_cooldown=self.jwks_cooldown,
         )
+
+    @field_validator("broadcast_url")
+    @classmethod
+    def _transport(cls, value: str) -> str:
+        check_broadcast_url(value.strip())
+        return value.strip()
+
+    @property
+    def event_limit(self) -> tuple[int, str]:
+        """The largest event anyone may emit and what sets it: `TASKCAST_MAX_EVENT_BYTES`, or
+        a broadcast transport that carries less (PostgreSQL's NOTIFY)."""
+        carried = event_limit(self.broadcast)
+        if carried is not None and carried < self.max_event_bytes:
+            return carried, NOTIFY_LIMIT
+        return self.max_event_bytes, MAX_EVENT_SETTING
 
     @property
     def origins(self) -> frozenset[str]:

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from . import metrics
+from .errors import NotReplicated
 from .events import new_id, now_iso
 from .resp import Pipeline, command
 
@@ -23,6 +24,7 @@ PREFIX = "tc:"
 RUNNING = PREFIX + "running"  # sorted set: running task id -> last sign of life (epoch s)
 QUEUED = PREFIX + "queued"  # sorted set: queued task id -> when it was queued (epoch s)
 SHARED_COUNTS = PREFIX + "stats"  # hash: counts every process adds to, shown in /metrics
+WAIT_MARK = PREFIX + "waited"  # counter written before each `WAIT` (see `Store.__init__`)
 DEDUPE_TTL = 3600  # seconds a stored event id is remembered, so retries never duplicate
 
 # Store one event on every channel it targets, atomically, and with ARGV[20] = '1' also
@@ -390,8 +392,16 @@ class Store:
         max_deliveries: int = 3,
         pipeline: Pipeline | None = None,
         publish: bool = False,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self.redis = redis
+        # Synchronous replication (`TASKCAST_REDIS_WAIT`): a batch is stored once this many
+        # replicas confirm it, else `NotReplicated`. An `INCR` goes before the `WAIT`: a retried
+        # batch that only finds its events stored writes nothing itself, and `WAIT` covers the
+        # writes of its own connection only; the `INCR` moves that mark past the first attempt's.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.pipeline = pipeline  # a raw connection for `append_many` (the worker's hot path)
         # Publish each stored message from the store script itself (pub/sub on this same
         # Redis): one round trip per batch, and subscribers see every channel in seq order.
@@ -447,6 +457,8 @@ class Store:
 
     async def append(self, event: dict[str, Any], encoded: bytes, topic: str | None) -> Stored:
         """Assign seqs on every target channel, keep history and task state: one atomic step."""
+        if self.wait_replicas:  # the WAIT must go on the connection that stored the event
+            return (await self.append_many([(event, encoded, topic)]))[0]
         out = await self._store(keys=[PREFIX], args=self._args(event, encoded, topic))
         return _stored(out)
 
@@ -478,7 +490,13 @@ class Store:
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for one in args:
                             pipe.evalsha(self._store.sha, 1, PREFIX, *one)
+                        if self.wait_replicas:
+                            pipe.incr(WAIT_MARK)
+                            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
                         results = await pipe.execute()
+                if self.wait_replicas:
+                    self._confirmed(int(results[-1]))
+                    results = results[:-2]
                 return [_stored(out) for out in results]
             except NoScriptError:
                 if attempt:
@@ -486,9 +504,20 @@ class Store:
                 await self.redis.script_load(_STORE)
         raise AssertionError("unreachable")
 
+    def _confirmed(self, replicas: int) -> None:
+        if replicas < self.wait_replicas:
+            metrics.COUNTS.not_replicated += 1
+            raise NotReplicated(replicas, self.wait_replicas, self.wait_timeout_ms)
+
     async def _append_raw(self, pipeline: Pipeline, args: list[list[Any]]) -> list[Any]:
         sha = self._store.sha
-        replies = await pipeline.execute([command("EVALSHA", sha, 1, PREFIX, *one) for one in args])
+        commands = [command("EVALSHA", sha, 1, PREFIX, *one) for one in args]
+        if self.wait_replicas:
+            commands += [
+                command("INCR", WAIT_MARK),
+                command("WAIT", self.wait_replicas, self.wait_timeout_ms),
+            ]
+        replies = await pipeline.execute(commands)
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 text = str(reply)

@@ -75,7 +75,14 @@ class RedisServer:
     unix socket only.
     """
 
-    def __init__(self, appendonly: bool = False, tls: bool = False, unix: bool = False) -> None:
+    def __init__(
+        self,
+        appendonly: bool = False,
+        tls: bool = False,
+        unix: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.extra = list(extra)  # more redis-server arguments (e.g. --replicaof)
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="taskcast-redis-")
         self.appendonly = appendonly
@@ -115,6 +122,7 @@ class RedisServer:
             ]  # fmt: skip
         else:
             args += ["--port", str(self.port)]
+        args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:
@@ -149,6 +157,132 @@ class RedisServer:
 
     def close(self) -> None:
         self.stop(kill=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SENTINEL_SERVICE = "tc"
+
+
+class SentinelSet:
+    """A master, a replica and three Sentinels (quorum 2) on private ports: a failover in
+    about a second after the master stops answering (`down-after-milliseconds` 500)."""
+
+    def __init__(self, sentinels: int = 3) -> None:
+        self.master = RedisServer()
+        self.master.start()
+        self.replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(self.master.port)))
+        self.replica.start()
+        self.dir = tempfile.mkdtemp(prefix="taskcast-sentinel-")
+        self.ports = [free_port() for _ in range(sentinels)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._lagging = self.replica
+        for i, port in enumerate(self.ports):
+            conf = os.path.join(self.dir, f"sentinel{i}.conf")
+            with open(conf, "w") as out:  # Sentinel rewrites its own config file
+                out.write(
+                    f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                    f"logfile {self.dir}/sentinel{i}.log\n"
+                    f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {self.master.port} 2\n"
+                    f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 500\n"
+                    f"sentinel failover-timeout {SENTINEL_SERVICE} 5000\n"
+                    f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+                )
+            self.procs.append(
+                subprocess.Popen(
+                    [redis_binary(), conf, "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        try:
+            wait_for(self._watching, 20, "the Sentinels to see the master, its replica, each other")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}/0"
+
+    def _client(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+
+    def _watching(self) -> bool:
+        for port in self.ports:
+            client = self._client(port)
+            try:
+                state = client.sentinel_master(SENTINEL_SERVICE)
+            finally:
+                client.close()
+            if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < 2:
+                return False
+        return True
+
+    def master_port(self) -> int:
+        """The master's port as the first Sentinel that answers says."""
+        for port in self.ports:
+            found = self._port_of(port)
+            if found is not None:
+                return found
+        raise RuntimeError("no Sentinel answered")
+
+    def current(self) -> tuple[RedisServer, RedisServer]:
+        """(master, replica) as the Sentinels see them."""
+        if self.master_port() == self.master.port:
+            return self.master, self.replica
+        return self.replica, self.master
+
+    def cut_replication(self) -> None:
+        """The master goes on taking writes its replica never receives: the replication link is
+        cut and the replica's logins refused (a user the master does not know), as if the
+        network between them had failed."""
+        master, replica = self.current()
+        with replica.client() as client:
+            client.config_set("masteruser", "nobody-here")
+            client.config_set("masterauth", "wrong")
+        with master.client() as client:
+            client.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        self._lagging = replica
+
+    def kill_master_of_lagging_replica(self) -> int:
+        """SIGKILL the master after `cut_replication`: its replica, promoted next, lacks every
+        write since the cut. Returns the dead master's port."""
+        lagging = self._lagging
+        master = self.master if lagging is self.replica else self.replica
+        port = master.port
+        master.stop(kill=True)
+        return port
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the master (no chance to send what its replica lacks); the one killed."""
+        killed = self.master if self.master_port() == self.master.port else self.replica
+        killed.stop(kill=True)
+        return killed
+
+    def wait_failover(self, away_from: int, timeout: float = 20.0) -> None:
+        def moved() -> bool:
+            return all(self._port_of(p) not in (None, away_from) for p in self.ports)
+
+        wait_for(moved, timeout, "the Sentinels to promote the replica")
+
+    def _port_of(self, sentinel_port: int) -> int | None:
+        client = self._client(sentinel_port)
+        try:
+            found = client.sentinel_get_master_addr_by_name(SENTINEL_SERVICE)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+        return int(found[1]) if found else None
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+        self.master.close()
+        self.replica.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

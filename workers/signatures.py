@@ -10,6 +10,7 @@ from celery import Celery
 from kombu.transport.redis import Channel as RedisChannel
 from redis.connection import UnixDomainSocketConnection, parse_url
 
+from taskcast.realtime import sentinel
 from taskcast.realtime.reaper import RedisBroker
 
 ORDERS_PROCESS: Final = "orders.process"
@@ -27,7 +28,20 @@ _CERT_REQS: Final = {
 }
 
 
-REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix", sentinel.SCHEME)
+
+
+def sentinel_for_celery(redis_url: str) -> tuple[str, str]:
+    """(URL, master name) for kombu's and Celery's `sentinel://` transports: one
+    `sentinel://[:password@]host:port/db` per Sentinel, joined by `;`."""
+    where = sentinel.parse(redis_url)
+    user = quote(where.username or "", safe="")
+    login = f"{user}:{quote(where.password, safe='')}@" if where.password is not None else ""
+    urls = [
+        f"sentinel://{login}{f'[{h}]' if ':' in h else h}:{p}/{where.db}"
+        for h, p in where.sentinels
+    ]
+    return ";".join(urls), where.service
 
 
 def redis_for_celery(redis_url: str) -> tuple[str, dict[str, Any] | None]:
@@ -68,15 +82,25 @@ def celery_config(
     Results always go to `redis_url`; the broker is `broker_url` when given (any broker
     Celery supports), else the same Redis.
     """
-    backend, backend_tls = redis_for_celery(redis_url) if redis_url else ("", None)
+    backend_master = broker_master = ""
+    if sentinel.is_sentinel(redis_url):
+        (backend, backend_master), backend_tls = sentinel_for_celery(redis_url), None
+    else:
+        backend, backend_tls = redis_for_celery(redis_url) if redis_url else ("", None)
     broker, broker_tls = broker_url or backend, None
-    if broker_url and is_redis(broker_url):
+    if broker_url and sentinel.is_sentinel(broker_url):
+        broker, broker_master = sentinel_for_celery(broker_url)
+    elif broker_url and is_redis(broker_url):
         broker, broker_tls = redis_for_celery(broker_url)
     elif not broker_url:
-        broker_tls = backend_tls
+        broker_tls, broker_master = backend_tls, backend_master
+    # Sentinel: kombu and the result backend ask the Sentinels for `master_name` on connect.
+    broker_sentinel = {"master_name": broker_master} if broker_master else {}
+    backend_sentinel = {"master_name": backend_master} if backend_master else {}
     return {
         "broker_url": broker,
         "result_backend": backend,
+        "result_backend_transport_options": backend_sentinel,
         "broker_use_ssl": broker_tls,
         "redis_backend_use_ssl": backend_tls,
         "task_serializer": "json",
@@ -96,6 +120,7 @@ def celery_config(
         # Redis broker: a lost worker's unacknowledged tasks go back to the queue after
         # `visibility_timeout` s; surviving workers sweep for them every few seconds.
         "broker_transport_options": {
+            **broker_sentinel,
             "visibility_timeout": visibility_timeout,
             "unacked_restore_interval": max(1, min(10, visibility_timeout // 2)),
             "unacked_restore_throttle": 1,
