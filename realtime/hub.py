@@ -362,9 +362,10 @@ class Hub:
                 channel = self.channels.get(name)
                 if channel is None or session.subs.get(name) is not sub:
                     return
-                if snap.epoch != channel.epoch:
-                    # The stream restarted under us: the channel's own catch-up restarts it
-                    # and tells every session, this one included.
+                if snap.epoch != channel.epoch or snap.seq < channel.last_seq:
+                    # The stream restarted under us, or Redis is behind what this node relayed
+                    # (it came back older): the channel's own catch-up, a witness of it, moves
+                    # it on and tells every session, this one included, once.
                     sub.replaying = False
                     channel.changed(session)
                     self._schedule_fill(channel)

@@ -529,6 +529,37 @@ async def test_lost_stream_restarts_with_recovered_false(parts: Parts, redis_url
     assert [f["seq"] for f in tail if f["type"] == "event"] == list(range(restart["seq"] + 1, 3))
 
 
+async def test_a_replay_that_finds_redis_behind_the_node_is_told_once(
+    parts: Parts, redis_url: str
+) -> None:
+    """Redis came back older than what the node relayed: a subscriber catching up meanwhile
+    gets one `recovered: false` under a new epoch, as do the live ones, then the stream."""
+    hub, publisher, _, _ = parts
+    live = Client(hub)
+    first = await live.subscribe("topic:system")
+    await say(publisher, 10)
+    await live.wait_seq("topic:system", 10)
+    rollback = Redis.from_url(redis_url)
+    await rollback.hset("tc:c:topic:system", "seq", 4)
+    await rollback.ltrim("tc:h:topic:system", 0, 3)
+    await rollback.aclose()
+
+    late = Client(hub)
+    await late.subscribe("topic:system", since=0)
+
+    def notices(client: Client) -> list[Frame]:
+        frames = client.frames
+        return [f for f in frames if f["type"] == "subscribed" and f.get("recovered") is False]
+
+    await late.wait(lambda: len(notices(late)) == 1)
+    await live.wait(lambda: len(notices(live)) == 1)
+    await say(publisher, 1)
+    for client in (live, late):
+        await client.wait(lambda c=client: c.frames[-1].get("seq") == 5)  # type: ignore[misc]
+        assert len(notices(client)) == 1
+        assert notices(client)[0]["epoch"] != first["epoch"]
+
+
 # -- Session: the per-connection queue, with a socket we can stall --------------------------
 
 

@@ -42,9 +42,9 @@ def pg_url() -> Iterator[str]:
     try:
         created = _psql(f"CREATE DATABASE {name}")
     except FileNotFoundError:
-        pytest.skip("psql is not installed: no PostgreSQL to test against")
+        pytest.fail("psql is not installed: PostgreSQL (127.0.0.1:5432) is needed here")
     if created.returncode != 0:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not usable: {created.stderr.strip()}")
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not usable: {created.stderr.strip()}")
     yield f"postgres://postgres@127.0.0.1:5432/{name}"
     _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
