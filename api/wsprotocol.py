@@ -7,8 +7,10 @@ transport at once, framing the text once for every socket it goes to. It refuses
 whenever the frame cannot be written now (the transport is paused or closing); the app then
 falls back to `send`, so flow control and ordering stay uvicorn's. For the hub's fan-out it
 also offers `direct()`, the transport's own `write` while a frame could go now, `frame`,
-which frames a text once for all of them, and `watch(callback)`: the callback is called on
-any change that could make `direct()` answer otherwise. Run it with `uvicorn --http
+which frames a text once for all the sockets of its kind, and `watch(callback)`: the callback
+is called on any change that could make `direct()` answer otherwise. With permessage-deflate
+the server takes no context over, so one compression of a text serves every socket with the
+same window bits (`Deflater`, `SharedDeflate`). Run it with `uvicorn --http
 taskcast.api.wsprotocol:HttpProtocol --ws taskcast.api.wsprotocol:WebSocketProtocol`; under
 any other server the app uses `send`.
 """
@@ -21,22 +23,34 @@ import math
 import random
 import struct
 import weakref
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame
+from websockets.extensions.base import Extension
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
+from websockets.typing import BytesLike, ExtensionParameter
 
-from taskcast.realtime.session import Write
+from taskcast.realtime.session import Framing, Write
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGISendEvent
 
 EXTENSION = "taskcast.send_nowait"
 _TEXT = 0x81  # FIN + text opcode; frames from a server are never masked (RFC 6455 5.1)
+_DEFLATED_TEXT = 0xC1  # the same with RSV1: a compressed message (RFC 7692 6)
+_FLUSH_TAIL = b"\x00\x00\xff\xff"  # ends every flushed deflate block; off the wire (7.2.1)
+# uvicorn's permessage-deflate settings (`--ws-per-message-deflate`, on by default)
+MAX_WINDOW_BITS = 12
+COMPRESS_SETTINGS: dict[str, Any] = {"memLevel": 5}
 _PING = bytes((0x89, 4))  # FIN + ping opcode, a 4-byte payload
 _jitter = random.Random()
 KEEPALIVE_TICK = 0.05  # seconds: keep-alive work due within one tick shares one wake-up
@@ -71,6 +85,115 @@ class _Framer:
 
 
 frame = _Framer().frame  # one framer per process: the event loop is single-threaded
+
+
+class Deflater:
+    """Compresses each message on its own, once for every connection with these parameters.
+
+    With `server_no_context_takeover` a compressed message refers to no earlier one, so its
+    bytes depend only on the window bits and zlib's settings: one stream, flushed with
+    `Z_FULL_FLUSH` (which forgets the history) after each message, serves every connection
+    of its kind, and an event fanned out is compressed and framed once. A message that would
+    not shrink goes uncompressed (RSV1 clear), which RFC 7692 allows per message.
+    """
+
+    __slots__ = ("_stream", "frame", "text", "wbits", "wire")
+
+    def __init__(self, wbits: int) -> None:
+        self.wbits = wbits
+        self._stream = zlib.compressobj(wbits=-wbits, **COMPRESS_SETTINGS)
+        self.text: str | None = None
+        self.wire = b""
+        self.frame: Framing = self._frame  # one bound method: the hub groups sockets by it
+
+    def compress(self, data: BytesLike) -> bytes | None:
+        """`data` as a message's compressed payload; None if that is no smaller."""
+        out = self._stream.compress(data) + self._stream.flush(zlib.Z_FULL_FLUSH)
+        if out.endswith(_FLUSH_TAIL):
+            out = out[:-4]
+        return out if len(out) < len(data) else None
+
+    def _frame(self, text: str) -> bytes:
+        if text is self.text:  # the same object: every subscriber of one event
+            return self.wire
+        data = text.encode()
+        payload = self.compress(data)
+        first = _DEFLATED_TEXT
+        if payload is None:
+            first, payload = _TEXT, data
+        size = len(payload)
+        if size < 126:
+            head = bytes((first, size))
+        elif size < 65536:
+            head = struct.pack("!BBH", first, 126, size)
+        else:
+            head = struct.pack("!BBQ", first, 127, size)
+        self.text, self.wire = text, head + payload
+        return self.wire
+
+
+_deflaters: dict[int, Deflater] = {}  # window bits -> the process's one deflater for them
+
+
+def deflater(wbits: int) -> Deflater:
+    found = _deflaters.get(wbits)
+    if found is None:
+        found = _deflaters[wbits] = Deflater(wbits)
+    return found
+
+
+class SharedDeflate(PerMessageDeflate):
+    """permessage-deflate holding no zlib state while idle.
+
+    It compresses through its kind's `Deflater` (the server does not take context over), and
+    makes its inflater only when the client sends a compressed message: websockets' own
+    makes both at the handshake, ~40 KiB a connection that most connections never use.
+    """
+
+    def __init__(self, remote_no_context_takeover: bool, remote_max_window_bits: int, wbits: int):
+        # Both sides "no context takeover": websockets' constructor then makes no zlib object.
+        super().__init__(True, True, remote_max_window_bits, wbits, COMPRESS_SETTINGS)
+        self.remote_no_context_takeover = remote_no_context_takeover
+        self.deflater = deflater(wbits)
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        if frame.rsv1 and not self.remote_no_context_takeover and not hasattr(self, "decoder"):
+            self.decoder = zlib.decompressobj(wbits=-self.remote_max_window_bits)
+        return super().decode(frame, max_size=max_size)
+
+    def encode(self, frame: Frame) -> Frame:
+        """A whole text or binary message compressed by the shared deflater; a control frame
+        or a fragmented message (RSV1 would have to hold across frames) as it is."""
+        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY) or not frame.fin:
+            return frame
+        payload = self.deflater.compress(frame.data)
+        if payload is None:
+            return frame
+        return Frame(frame.opcode, payload, True, True, frame.rsv2, frame.rsv3)
+
+
+class SharedDeflateFactory(ServerPerMessageDeflateFactory):
+    """uvicorn's permessage-deflate offer plus `server_no_context_takeover`, which a server
+    may add to any response (RFC 7692 7.1.1.1): every connection gets a `SharedDeflate`."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            server_no_context_takeover=True,
+            server_max_window_bits=MAX_WINDOW_BITS,
+            client_max_window_bits=MAX_WINDOW_BITS,
+            compress_settings=COMPRESS_SETTINGS,
+        )
+
+    def process_request_params(
+        self, params: Sequence[ExtensionParameter], accepted_extensions: Sequence[Extension]
+    ) -> tuple[list[ExtensionParameter], PerMessageDeflate]:
+        response, negotiated = super().process_request_params(params, accepted_extensions)
+        shared = SharedDeflate(
+            negotiated.remote_no_context_takeover,
+            negotiated.remote_max_window_bits,
+            negotiated.local_max_window_bits,
+        )
+        return response, shared
 
 
 class _Inbox:
@@ -258,17 +381,32 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable = _Flag()  # type: ignore[assignment]
         self.keepalive = _keepalive(self.loop)
         self.keepalive_tick: int | None = None  # where this connection waits in `keepalive`
+        if self.conn.available_extensions:  # uvicorn's permessage-deflate, shared
+            self.conn.available_extensions = [SharedDeflateFactory()]
 
     def handle_connect(self, event: Request) -> None:
-        super().handle_connect(event)
+        super().handle_connect(event)  # the handshake: extensions are negotiated
+        self.framer = self._framer()
         # The app's task is created but has not run: it sees the extension in its scope.
         if self.handshake_initiated and not self.close_sent:
             self.scope["extensions"][EXTENSION] = {
                 "send": self.send_nowait,
                 "direct": self.direct,
-                "frame": frame,
+                "frame": self.framer,
                 "watch": self.watch,
             }
+
+    framer: Framing | None = None  # this connection's text frames, once for all of its kind
+
+    def _framer(self) -> Framing | None:
+        """Frames as `frame` without extensions, as its `Deflater` with `SharedDeflate`; None
+        for any other extension, which then encodes each frame itself."""
+        extensions = self.conn.extensions
+        if not extensions:
+            return frame
+        if len(extensions) == 1 and isinstance(extensions[0], SharedDeflate):
+            return extensions[0].deflater.frame
+        return None
 
     # -- what `direct()` answers: every change of it is told to the watcher ------------------
 
@@ -389,16 +527,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         """Write one text frame now; False if it cannot go without waiting (use `send`)."""
         if not self._open_now():
             return False
-        if self.conn.extensions:  # permessage-deflate: compressed per connection
+        framer = self.framer
+        if framer is None:  # an extension of its own: encoded for this connection
             self.conn.send_text(text.encode())
             self.transport.write(b"".join(self.conn.data_to_send()))
         else:
-            self.transport.write(frame(text))
+            self.transport.write(framer(text))
         return True
 
     def direct(self) -> Write | None:
-        """The transport's `write` for frames made by `frame`, while one could go now and
-        uncompressed; None otherwise. It stays right until the watcher is next called."""
-        if self.conn.extensions or not self._open_now():
+        """The transport's `write` for frames made by this connection's `framer`, while one
+        could go now; None otherwise. It stays right until the watcher is next called."""
+        if self.framer is None or not self._open_now():
             return None
         return self.transport.write

@@ -39,6 +39,15 @@ REVOCATION_TTL = 90000  # seconds a revocation stands (`TASKCAST_REVOCATION_TTL`
 
 
 @dataclass(eq=False, slots=True)
+class _Group:
+    """The direct sockets of a channel whose frames are the same bytes: one `framing`."""
+
+    framing: Framing
+    writes: dict[Session, Write] = field(default_factory=dict)
+    held: list[bytes] = field(default_factory=list)  # framed, not yet written
+
+
+@dataclass(eq=False, slots=True)
 class _Channel:
     """This node's view of one channel: the last seq fanned out, and who listens."""
 
@@ -62,14 +71,14 @@ class _Channel:
     reaper: asyncio.TimerHandle | None = None
     # The split, built at the channel's first event and then kept one session at a time:
     # the sockets each event is written to directly (live, caught up, nothing queued, open
-    # and writable), the other sessions, and those to look at again before the next event.
+    # and writable), each in the group of its framing (plain, or compressed with its window
+    # bits), the other sessions, and those to look at again before the next event.
     # A direct session's `last` is brought up to date when it leaves `direct` (nothing else
     # reads a live subscription's `last`).
-    direct: dict[Session, Write] | None = None  # None: not built yet
+    direct: dict[Session, _Group] | None = None  # None: not built yet
     others: dict[Session, Subscription] | None = None
     stale: dict[Session, None] | None = None
-    framing: Framing | None = None
-    held: list[bytes] = field(default_factory=list)  # framed for `direct`, not yet written
+    groups: dict[Framing, _Group] = field(default_factory=dict)
 
     def changed(self, session: Session) -> None:
         """`session` may belong on the other side of the split now: look before the next event."""
@@ -78,7 +87,7 @@ class _Channel:
                 self.stale = {}
             self.stale[session] = None
 
-    def split(self) -> tuple[dict[Session, Write], dict[Session, Subscription]]:
+    def split(self) -> tuple[dict[Session, _Group], dict[Session, Subscription]]:
         """The split as of now: built on first use, then only its stale sessions looked at.
         Frames held for the split as it was are written before it changes."""
         direct, others = self.direct, self.others
@@ -96,25 +105,29 @@ class _Channel:
             sub = self.sessions.get(session)
             if sub is None:
                 continue
-            write = None
+            write = framing = None
             if not sub.replaying and sub.last <= self.last_seq:
-                write = session.direct()
-                if write is not None:
-                    if not direct:
-                        self.framing = session.framing
-                    elif session.framing is not self.framing:  # framed otherwise: not here
-                        write = None
-            if write is None:
+                write, framing = session.direct(), session.framing
+            if write is None or framing is None:
                 others[session] = sub
-            else:
-                direct[session] = write
+                continue
+            group = self.groups.get(framing)
+            if group is None:
+                group = self.groups[framing] = _Group(framing)
+            group.writes[session] = write
+            direct[session] = group
         return direct, others
 
     def lift(self, session: Session) -> None:
         """Take `session` out of the split; if it was written to directly, it had every event."""
         if self.direct is None or self.others is None:
             return
-        if self.direct.pop(session, None) is not None:
+        group = self.direct.pop(session, None)
+        if group is not None:
+            del group.writes[session]
+            if not group.writes:
+                group.held.clear()
+                del self.groups[group.framing]
             sub = self.sessions.get(session)
             if sub is not None and sub.last < self.last_seq:
                 sub.last = self.last_seq
@@ -125,19 +138,19 @@ class _Channel:
 
     def flush(self) -> None:
         """Write the held frames to each direct socket, in one system call per socket."""
-        held = self.held
-        if not held or not self.direct:
-            held.clear()
-            return
-        wire = b"".join(held)  # one frame: the same bytes object, not a copy
-        held.clear()
         failed = False
-        for write in self.direct.values():
-            try:
-                write(wire)
-            except Exception:  # noqa: BLE001 - a socket closed under us
-                failed = True
-        if failed:
+        for group in self.groups.values():
+            held = group.held
+            if not held:
+                continue
+            wire = b"".join(held)  # one frame: the same bytes object, not a copy
+            held.clear()
+            for write in group.writes.values():
+                try:
+                    write(wire)
+                except Exception:  # noqa: BLE001 - a socket closed under us
+                    failed = True
+        if failed and self.direct:
             for session in self.direct:
                 self.changed(session)
 
@@ -145,6 +158,7 @@ class _Channel:
         """Forget the split (every subscription's `last` is being reset): built again."""
         self.flush()
         self.direct = self.others = self.stale = None
+        self.groups.clear()
 
 
 class Hub:
@@ -556,8 +570,8 @@ class Hub:
         metrics.COUNTS.events_in += 1
         frame = message.frame
         if direct:
-            assert channel.framing is not None
-            channel.held.append(channel.framing(frame))  # framed once for every socket
+            for group in channel.groups.values():  # framed once for every socket of a group
+                group.held.append(group.framing(frame))
             metrics.COUNTS.frames_out += len(direct)
         key = message.coalesce_key
         for session, sub in others.items():

@@ -53,7 +53,13 @@ class Client:
 
     direct_by_default = True
 
-    def __init__(self, hub: Hub, user: str = "alice", direct: bool | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        user: str = "alice",
+        direct: bool | None = None,
+        framed: Callable[[str], bytes] = framing,
+    ) -> None:
         self.frames: list[Frame] = []
         self.written_directly = 0
         self.writes = 0  # calls of the socket's write: one per event, or per burst of them
@@ -68,7 +74,7 @@ class Client:
             self._close,
             Principal(user, frozenset({"admin"})),
             direct=self._direct if direct else None,
-            framing=framing if direct else None,
+            framing=framed if direct else None,
         )
         hub.add(self.session)
 
@@ -376,6 +382,42 @@ async def test_events_read_together_reach_a_direct_socket_in_one_write(parts: Pa
     assert live.writes < 30
     assert ahead.seqs("topic:system") == list(range(1, 31))
     assert ahead.written_directly == 25  # direct from the first seq its history had not sent
+
+
+async def test_sockets_framed_two_ways_on_one_channel_each_get_their_own_bytes(
+    parts: Parts,
+) -> None:
+    """Plain and compressed sockets on one channel (two framings) are all written to
+    directly, each event framed once per framing, and each socket gets every seq in order,
+    also while one of a kind is paused and resumed."""
+    hub, publisher, _, _ = parts
+    framed: list[str] = []
+
+    def counted(text: str) -> bytes:
+        framed.append(text)
+        return framing(text)
+
+    plain = [Client(hub, "p1", direct=True), Client(hub, "p2", direct=True)]
+    other = [Client(hub, name, direct=True, framed=counted) for name in ("c1", "c2")]
+    for client in plain + other:
+        await client.subscribe("topic:inventory")
+        await client.wait(lambda c=client: bool(c.frames) and c.session.queued == 0)
+    await say(publisher, 4, "inventory")
+    for client in plain + other:
+        await client.wait_seq("topic:inventory", 4)
+        assert client.written_directly == 4
+    assert len(framed) == 4  # once per event for both sockets of its kind
+    other[0].pause()
+    await say(publisher, 4, "inventory")
+    for client in plain + other[1:]:
+        await client.wait_seq("topic:inventory", 8)
+    other[0].pause(False)
+    await say(publisher, 4, "inventory")
+    for client in plain + other:
+        await client.wait_seq("topic:inventory", 12)
+        assert client.seqs("topic:inventory") == list(range(1, 13))
+    assert other[1].written_directly == 12
+    assert len(framed) == 12
 
 
 async def test_one_socket_filling_up_moves_only_itself_on_each_of_its_channels(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import json
@@ -15,6 +16,10 @@ from typing import Any
 import anyio
 import pytest
 from websockets.asyncio.client import connect
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
+)
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
@@ -23,11 +28,14 @@ from taskcast.api.wsprotocol import (
     KEEPALIVE_GAP,
     KEEPALIVE_STEPS,
     KEEPALIVE_TICK,
+    Deflater,
     HttpProtocol,
+    SharedDeflate,
     _Flag,
     _Framer,
     _Inbox,
     _Keepalive,
+    frame,
 )
 from taskcast.realtime.backend import make_broadcast
 from taskcast.realtime.connections import redis_client
@@ -44,12 +52,15 @@ ALL = 1 << 30  # history bytes that keep every event a test emits
 pytestmark = pytest.mark.anyio
 
 
-def parse(wire: bytes) -> Frame:
-    """Parse one server frame with websockets' own parser (unmasked, no size limit)."""
+def parse(wire: bytes, extensions: list[PerMessageDeflate] | None = None) -> Frame:
+    """Parse one server frame with websockets' own parser (unmasked, no size limit),
+    decoded by `extensions` (a client's permessage-deflate)."""
     reader = StreamReader()
     reader.feed_data(wire)
     reader.feed_eof()
-    parser: Generator[None, None, Frame] = Frame.parse(reader.read_exact, mask=False, max_size=None)
+    parser: Generator[None, None, Frame] = Frame.parse(
+        reader.read_exact, mask=False, max_size=None, extensions=extensions
+    )
     try:
         next(parser)
     except StopIteration as done:
@@ -76,6 +87,32 @@ def test_framer_frames_one_event_once() -> None:
     assert framer.frame(text) is first
     other = json.dumps({"type": "event", "seq": 2})
     assert parse(framer.frame(other)).data.decode() == other
+
+
+def event_text(n: int, size: int) -> str:
+    """An event frame as the hub sends it, its message `size` characters of prose."""
+    message = ("the order ships tomorrow " * (size // 25 + 1))[:size]
+    event = {"type": "notification", "data": {"title": f"n{n}", "message": message}}
+    return json.dumps({"type": "event", "channel": "user:u", "seq": n, "event": event})
+
+
+def test_deflater_messages_decode_alone_at_any_client() -> None:
+    """Each message compressed once decodes at a client that keeps its inflater across
+    messages and at one that starts afresh, in any order; one that would not shrink goes
+    uncompressed (RSV1 clear); the same text object is compressed once."""
+    deflater = Deflater(12)
+    texts = [event_text(n, size) for n, size in enumerate([0, 40, 300, 2000, 70_000, 100])]
+    wires = [deflater.frame(text) for text in texts]
+    assert deflater.frame(texts[-1]) is wires[-1]
+    assert all(wire[0] & 0x40 for wire in wires)  # RSV1: compressed
+    assert not deflater.frame('{"seq": 1}')[0] & 0x40  # no smaller compressed: as it is
+    assert len(wires[4]) < len(texts[4]) // 10
+    for order in (list(range(len(texts))), list(range(len(texts)))[::-1]):
+        keeping = PerMessageDeflate(False, True, 12, 12)  # its inflater lives on
+        for i in order:
+            assert parse(wires[i], [keeping]).data.decode() == texts[i]
+            fresh = PerMessageDeflate(True, True, 12, 12)
+            assert parse(wires[i], [fresh]).data.decode() == texts[i]
 
 
 @pytest.fixture
@@ -121,6 +158,39 @@ async def test_subscriber_gets_every_size_in_order(
     assert [f["seq"] for f in got] == list(range(1, len(sizes) + 1))
     assert [len(f["event"]["data"]["message"]) for f in got] == sizes
     await ws.close()
+
+
+@pytest.mark.e2e
+async def test_one_channel_reaches_plain_and_compressed_clients_alike(
+    spawn: Callable[..., Web | Worker], publisher: Publisher, make_token: Callable[..., str]
+) -> None:
+    """On one channel, a plain client, two that offer deflate as browsers do, and one that
+    asks for a smaller window each get every event whole and in order (each kind of socket
+    is sent its own bytes, every socket of a kind the same)."""
+    web = spawn("web")
+    assert isinstance(web, Web)
+    user = "wsp-mixed"
+    offers: list[dict[str, Any]] = [
+        {"compression": None},
+        {"compression": "deflate"},
+        {"compression": "deflate"},
+        {
+            "compression": None,
+            "extensions": [ClientPerMessageDeflateFactory(server_max_window_bits=9)],
+        },
+    ]
+    clients = [await WS.open(web.ws_url, make_token(user), **offer) for offer in offers]
+    for ws in clients:
+        assert (await ws.recv())["type"] == "welcome"
+        assert (await ws.subscribe(f"user:{user}"))["type"] == "subscribed"
+    sizes = [10, 300, 3, 5000, 70_000, 40] * 4
+    for n, size in enumerate(sizes):
+        await notify(publisher, user, n, size)
+    for ws in clients:
+        got = [await ws.recv_until(lambda f: f["type"] == "event") for _ in sizes]
+        assert [f["seq"] for f in got] == list(range(1, len(sizes) + 1))
+        assert [len(f["event"]["data"]["message"]) for f in got] == sizes
+        await ws.close()
 
 
 @pytest.mark.e2e
@@ -239,9 +309,9 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> No
 
 @pytest.mark.timeout(30)
 async def test_direct_write_is_offered_only_while_a_frame_could_go_now() -> None:
-    """The hub's direct write is the transport's own while the socket is open, writable and
-    uncompressed; none while it is paused, once a close came in, or with permessage-deflate;
-    and every change of that answer is counted, so the hub sorts its fan-outs again."""
+    """The hub's direct write is the transport's own while the socket is open and writable,
+    with or without permessage-deflate; none while it is paused or once a close came in; and
+    every change of that answer is counted, so the hub sorts its fan-outs again."""
     accepted: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     gone = anyio.Event()
 
@@ -279,10 +349,85 @@ async def test_direct_write_is_offered_only_while_a_frame_could_go_now() -> None
         async with connect(f"ws://127.0.0.1:{port}/ws", compression="deflate") as ws:
             with anyio.fail_after(5):
                 ext = await accepted.get()
-            assert ext["direct"]() is None  # compressed per connection: never the same bytes
+            write = ext["direct"]()  # compressed once for every connection of its kind
+            assert write is not None
+            write(ext["frame"]("compressed " * 20))
             assert ext["send"]("compressed")
             with anyio.fail_after(5):
+                assert await ws.recv() == "compressed " * 20
                 assert await ws.recv() == "compressed"
+
+
+@pytest.mark.timeout(30)
+async def test_deflate_clients_share_compressed_frames_and_hold_no_zlib_state_idle() -> None:
+    """Clients offering permessage-deflate as browsers do get `server_no_context_takeover`
+    and one compressed frame between them; a client asking for a smaller window gets its own;
+    every one decodes what is written directly, sent through the app, or echoed back; no
+    connection holds a compressor, and one holds an inflater only once its client sends a
+    compressed message and may refer back to it."""
+    accepted: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await accepted.put(scope["extensions"][EXTENSION])
+        while (message := await receive())["type"] != "websocket.disconnect":
+            await send({"type": "websocket.send", "text": message["text"]})  # echoed
+
+    url = ""
+    offers: dict[str, dict[str, Any]] = {
+        "browser": {"compression": "deflate"},  # permessage-deflate; client_max_window_bits
+        "browser2": {"compression": "deflate"},
+        "window10": {
+            "compression": None,
+            "extensions": [ClientPerMessageDeflateFactory(server_max_window_bits=10)],
+        },
+        "forgetful": {
+            "compression": None,
+            "extensions": [ClientPerMessageDeflateFactory(client_no_context_takeover=True)],
+        },
+        "plain": {"compression": None},
+    }
+    async with served(app, lifespan="off", log_level="error") as port:
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with contextlib.AsyncExitStack() as stack:
+            clients, exts = {}, {}
+            for name, offer in offers.items():
+                clients[name] = await stack.enter_async_context(connect(url, **offer))
+                with anyio.fail_after(5):
+                    exts[name] = await accepted.get()
+            for name, ws in clients.items():
+                answer = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+                assert ("server_no_context_takeover" in answer) is (name != "plain")
+            assert exts["browser"]["frame"] is exts["browser2"]["frame"]
+            assert exts["window10"]["frame"] is not exts["browser"]["frame"]
+            assert exts["plain"]["frame"] is frame
+            deflates = {
+                name: ext["send"].__self__.conn.extensions[0]
+                for name, ext in exts.items()
+                if name != "plain"
+            }
+            assert all(isinstance(d, SharedDeflate) for d in deflates.values())
+            for deflate in deflates.values():
+                assert not hasattr(deflate, "encoder")
+                assert not hasattr(deflate, "decoder")
+
+            texts = [event_text(n, size) for n, size in enumerate([10, 500, 5000])]
+            for text in texts:
+                for ext in exts.values():
+                    write = ext["direct"]()
+                    assert write is not None
+                    write(ext["frame"](text))
+            for name, ws in clients.items():
+                with anyio.fail_after(5):
+                    assert [await ws.recv() for _ in texts] == texts, name
+                await ws.send(texts[1])  # compressed by every deflate client
+                with anyio.fail_after(5):
+                    assert await ws.recv() == texts[1], name
+            assert hasattr(deflates["browser"], "decoder")  # it may refer back: kept
+            assert not hasattr(deflates["forgetful"], "decoder")  # it never refers back
+            for deflate in deflates.values():
+                assert not hasattr(deflate, "encoder")
 
 
 # -- keep-alive -------------------------------------------------------------------------------
