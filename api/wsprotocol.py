@@ -143,23 +143,17 @@ def deflater(wbits: int) -> Deflater:
 
 
 class SharedDeflate(PerMessageDeflate):
-    """permessage-deflate holding no zlib state while idle.
+    """permessage-deflate holding no zlib state between messages.
 
-    It compresses through its kind's `Deflater` (the server does not take context over), and
-    makes its inflater only when the client sends a compressed message: websockets' own
-    makes both at the handshake, ~40 KiB a connection that most connections never use.
+    Neither side takes context over: it compresses through its kind's `Deflater`, and
+    inflates each compressed message the client sends with an inflater made for it alone.
+    websockets' own makes a compressor and an inflater at the handshake and keeps them, ~40
+    KiB a connection that most connections never use.
     """
 
-    def __init__(self, remote_no_context_takeover: bool, remote_max_window_bits: int, wbits: int):
-        # Both sides "no context takeover": websockets' constructor then makes no zlib object.
+    def __init__(self, remote_max_window_bits: int, wbits: int) -> None:
         super().__init__(True, True, remote_max_window_bits, wbits, COMPRESS_SETTINGS)
-        self.remote_no_context_takeover = remote_no_context_takeover
         self.deflater = deflater(wbits)
-
-    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
-        if frame.rsv1 and not self.remote_no_context_takeover and not hasattr(self, "decoder"):
-            self.decoder = zlib.decompressobj(wbits=-self.remote_max_window_bits)
-        return super().decode(frame, max_size=max_size)
 
     def encode(self, frame: Frame) -> Frame:
         """A whole text or binary message compressed by the shared deflater; a control frame
@@ -173,12 +167,18 @@ class SharedDeflate(PerMessageDeflate):
 
 
 class SharedDeflateFactory(ServerPerMessageDeflateFactory):
-    """uvicorn's permessage-deflate offer plus `server_no_context_takeover`, which a server
-    may add to any response (RFC 7692 7.1.1.1): every connection gets a `SharedDeflate`."""
+    """uvicorn's permessage-deflate offer plus both `no_context_takeover` parameters, which a
+    server may add to any response (RFC 7692 7.1.1): every connection gets a `SharedDeflate`.
+
+    Without context takeover a client's message costs a little more to send (it cannot refer
+    to its earlier ones), but clients send few (subscribe, ping), and the server keeps no
+    inflater per connection.
+    """
 
     def __init__(self) -> None:
         super().__init__(
             server_no_context_takeover=True,
+            client_no_context_takeover=True,
             server_max_window_bits=MAX_WINDOW_BITS,
             client_max_window_bits=MAX_WINDOW_BITS,
             compress_settings=COMPRESS_SETTINGS,
@@ -188,11 +188,7 @@ class SharedDeflateFactory(ServerPerMessageDeflateFactory):
         self, params: Sequence[ExtensionParameter], accepted_extensions: Sequence[Extension]
     ) -> tuple[list[ExtensionParameter], PerMessageDeflate]:
         response, negotiated = super().process_request_params(params, accepted_extensions)
-        shared = SharedDeflate(
-            negotiated.remote_no_context_takeover,
-            negotiated.remote_max_window_bits,
-            negotiated.local_max_window_bits,
-        )
+        shared = SharedDeflate(negotiated.remote_max_window_bits, negotiated.local_max_window_bits)
         return response, shared
 
 
