@@ -1,8 +1,10 @@
 """The load client: many WebSocket connections in one asyncio process, for either system.
 
 Run as `python clients.py`; the first stdin line is a JSON config naming the system, the URL,
-whether to offer permessage-deflate, and groups of connections (`key` "topic" = the one shared
-channel, "each" = channel `<prefix><i>` per connection). It prints `{"ready": …}` once every
+whether to offer permessage-deflate (websockets offers it as Chromium does:
+`permessage-deflate; client_max_window_bits`, and compresses what it sends), and groups of
+connections (`key` "topic" = the one shared channel, "each" = channel `<prefix><i>` per
+connection). It prints `{"ready": …}` once every
 connection is subscribed, then obeys `report <expected> <timeout> [raw]` (wait for the
 measured connections to receive `expected` events in all, print a JSON result, reset the
 counters) and `quit`. With `churn` (`{"rate": r, "stay": s, "key": k}`) it also opens r

@@ -30,12 +30,14 @@ SYSTEMS = ("taskcast", "anchor")
 FLOOR = "floor"
 FLOOR_SCENARIOS = {
     "one_client_1k",
+    "one_client_1k_deflate",
     "one_client_5k",
     "fanout_100",
     "fanout_100_deflate",
     "fanout_1000",
     "fanout_1000_deflate",
     "idle_isolation",
+    "idle_isolation_deflate",
     "idle_isolation_no_keepalive",
 }
 # The wire floor (wire_server.py: uvloop transports and a hand-written handshake, no ASGI
@@ -74,6 +76,14 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
         "ratio <= 0.333",
     ),
     ("one_client_1k", "redis_cpu_us", "1 client @1k/s: Redis CPU µs/event", "lower", None),
+    ("one_client_1k_deflate", "p99_ms", "1 client @1k/s deflate: p99 ms", "lower", None),
+    (
+        "one_client_1k_deflate",
+        "server_cpu_us",
+        "1 client @1k/s deflate: server CPU µs/event",
+        "lower",
+        None,
+    ),
     ("one_client_5k", "p50_ms", "1 client @5k/s: p50 ms", "lower", None),
     ("one_client_5k", "p99_ms", "1 client @5k/s: p99 ms", "lower", "<= 10"),
     (
@@ -102,8 +112,10 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
         "server_cpu_us_per_frame",
         "fan-out x100 deflate: server µs/frame",
         "lower",
-        None,
+        "ratio <= 0.25",
     ),
+    ("fanout_100_deflate", "lost", "fan-out x100 deflate: frames lost", "lower", "== 0"),
+    ("fanout_100_deflate", "p99_ms", "fan-out x100 deflate: p99 ms", "lower", None),
     ("fanout_1000", "frames_per_s", "fan-out x1000: frames/s delivered", "higher", None),
     (
         "fanout_1000",
@@ -126,8 +138,20 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
         "server_cpu_us_per_frame",
         "fan-out x1000 deflate: server µs/frame",
         "lower",
-        None,
+        "ratio <= 0.25",
     ),
+    ("fanout_1000_deflate", "lost", "fan-out x1000 deflate: frames lost", "lower", "== 0"),
+    ("fanout_1000_deflate", "p99_ms", "fan-out x1000 deflate: p99 ms", "lower", None),
+    ("fanout_chromium", "frames_per_s", "Chromium pages: frames/s delivered", "higher", None),
+    (
+        "fanout_chromium",
+        "server_cpu_us_per_frame",
+        "Chromium pages: server CPU µs/frame",
+        "lower",
+        "ratio <= 0.25",
+    ),
+    ("fanout_chromium", "lost", "Chromium pages: frames lost", "lower", "== 0"),
+    ("fanout_chromium", "p99_ms", "Chromium pages: p99 ms", "lower", None),
     *[
         (scenario, key, f"{name}: {label}", "lower", target)
         for scenario, name in (("churn", "churn x100"), ("churn_elsewhere", "churn elsewhere"))
@@ -194,6 +218,16 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
         "lower",
         "<= 1.1",
     ),
+    *[
+        ("idle_isolation_deflate", key, f"idle, deflate: {label}", "lower", target)
+        for key, label, target in (
+            ("rss_kib_per_conn_mid", "server KiB/conn (mid)", None),
+            ("rss_kib_per_conn_many", "server KiB/conn (many)", "<= 20"),
+            ("idle_cpu_ms_per_s", "server CPU ms/s, many idle, no events", None),
+            ("iso_ratio_p99", "isolation ratio p99 (many/10)", "<= 1.1"),
+            ("server_cpu_us_many", "server CPU µs/event, many idle", None),
+        )
+    ],
     *[
         ("idle_isolation_no_keepalive", key, f"no WebSocket pings: {label}", "lower", None)
         for key, label in (

@@ -52,11 +52,19 @@ def _readline(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
 class Clients:
     """One load-client process (see clients.py)."""
 
-    def __init__(self, ctx: Context, system: str, url: str, groups: list[dict], **conf: Any):
+    def __init__(
+        self,
+        ctx: Context,
+        system: str,
+        url: str,
+        groups: list[dict],
+        program: str = "clients.py",  # or browsers.py: real Chromium pages, one group
+        **conf: Any,
+    ):
         ctx.runs += 1
         self.log = open(ctx.log_dir / f"clients-{ctx.runs}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [PY, str(HERE / "clients.py")], cwd=ROOT, text=True, stdin=subprocess.PIPE,
+            [PY, str(HERE / program)], cwd=ROOT, text=True, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self.log, start_new_session=True,
         )  # fmt: skip
         self._send(json.dumps({"system": system, "url": url, "groups": groups, **conf}))
@@ -199,11 +207,12 @@ def worker_rate(ctx: Context, system: str) -> dict[str, Any]:
     }
 
 
-def one_client(ctx: Context, system: str, rate: int) -> dict[str, Any]:
+def one_client(ctx: Context, system: str, rate: int, deflate: bool = False) -> dict[str, Any]:
     """One client on one channel at `rate` events/s: latency, loss, CPU per event."""
     duration = ctx.size(10, 3)
     with serving(ctx, system) as server:
-        clients = Clients(ctx, system, server.ws_url, [{"n": 1, "key": "topic", "sample": 1}])
+        clients = Clients(ctx, system, server.ws_url, [{"n": 1, "key": "topic", "sample": 1}],
+                          deflate=deflate)  # fmt: skip
         try:
             profiler = _profile(ctx, server, system, f"one-client-{rate // 1000}k", duration)
             ages = _event_ages(server)
@@ -327,6 +336,37 @@ def fanout(ctx: Context, system: str, n: int, deflate: bool) -> dict[str, Any]:
     }
 
 
+def fanout_chromium(ctx: Context, system: str) -> dict[str, Any]:
+    """One channel x n real Chromium pages (browsers.py), each connecting from its own
+    JavaScript, so with the deflate offer and compressed subscribe Chromium sends: frames/s
+    delivered, server CPU µs per frame, p99 of one page. The rate is low enough for the
+    pages themselves to keep up on a shared 2-core machine: the server's side is measured."""
+    n = ctx.size(300, 50)
+    rate, duration = 10, ctx.size(10, 4)
+    with serving(ctx, system) as server:
+        pages = Clients(ctx, system, server.ws_url, [{"n": n, "key": "topic", "sample": 1}],
+                        program="browsers.py")  # fmt: skip
+        try:
+            meter = Meter(server, ctx.redis, pages.pid)
+            em = Emitters(ctx, system, mode="paced", rate=rate, duration=duration,
+                          targets=["topic"])  # fmt: skip
+            meter.start()
+            emitted = sum(r["emitted"] for r in em.go())
+            report = pages.report(emitted * n)
+            used = meter.stop()
+        finally:
+            pages.close()
+    return {
+        "pages": report["connections"],
+        "extensions": report["extensions"],
+        "frames_per_s": report["frames_per_s"],
+        "delivered": report["received"] / max(1, report["expected"]),
+        "server_cpu_us_per_frame": 1e6 * used["server"] / max(1, report["received"]),
+        "lost": report["lost"],
+        "p99_ms": report["p99_ms"],
+    }
+
+
 def churn(ctx: Context, system: str, elsewhere: bool = False) -> dict[str, Any]:
     """Fan-out x100 while other connections come and go (50 a second, each for half a second)
     on the same channel, or on another one (what the connections cost, without their effect
@@ -409,7 +449,9 @@ def settle(pid: int, deadline: float = 60.0) -> float:
 IDLE_WINDOW = 5.0  # seconds of no events over which idle connections' upkeep is measured
 
 
-def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[str, Any]:
+def idle_isolation(
+    ctx: Context, system: str, keepalive: bool = True, deflate: bool = False
+) -> dict[str, Any]:
     """RSS per idle connection at 1k and 10k; latency of one channel with 10 vs 10k idle.
 
     The windows run few, many, many, few (the 10k closed again), each once the server is
@@ -418,7 +460,8 @@ def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[st
     per-second p99s is reported beside the pooled p99. Without `keepalive` the server sends
     no WebSocket pings: what is left is what idle connections cost besides keeping them.
     With the many open and no events, the server's CPU over `IDLE_WINDOW` is what keeping
-    them costs on its own.
+    them costs on its own. With `deflate` every client offers permessage-deflate as
+    Chromium does (and so compresses its subscribe).
     """
     few, mid, many = 10, ctx.size(1000, 200), ctx.size(10_000, 1000)
     rate, duration = 1000, ctx.size(8, 3)
@@ -454,10 +497,11 @@ def idle_isolation(ctx: Context, system: str, keepalive: bool = True) -> dict[st
 
         def idle(n: int, offset: int) -> None:
             group = {"n": n, "key": "each", "prefix": "i", "offset": offset, "measure": False}
-            opened.append(Clients(ctx, system, server.ws_url, [group]))
+            opened.append(Clients(ctx, system, server.ws_url, [group], deflate=deflate))
 
         try:
-            measured = Clients(ctx, system, server.ws_url, [{"n": 1, "key": "topic", "sample": 1}])
+            measured = Clients(ctx, system, server.ws_url, [{"n": 1, "key": "topic", "sample": 1}],
+                               deflate=deflate)  # fmt: skip
             opened.append(measured)
             idle(few, 0)
             base = rss_bytes(server.pid)
@@ -525,16 +569,19 @@ SCENARIOS: dict[str, Scenario] = {
     "emit_cost": emit_cost,
     "worker_rate": worker_rate,
     "one_client_1k": lambda ctx, s: one_client(ctx, s, 1000),
+    "one_client_1k_deflate": lambda ctx, s: one_client(ctx, s, 1000, deflate=True),
     "one_client_5k": lambda ctx, s: one_client(ctx, s, 5000),
     "max_rate": max_rate,
     "fanout_100": lambda ctx, s: fanout(ctx, s, ctx.size(100, 50), False),
     "fanout_100_deflate": lambda ctx, s: fanout(ctx, s, ctx.size(100, 50), True),
     "fanout_1000": lambda ctx, s: fanout(ctx, s, ctx.size(1000, 200), False),
     "fanout_1000_deflate": lambda ctx, s: fanout(ctx, s, ctx.size(1000, 200), True),
+    "fanout_chromium": fanout_chromium,
     "churn": churn,
     "churn_elsewhere": lambda ctx, s: churn(ctx, s, elsewhere=True),
     "spread": spread,
     "idle_isolation": idle_isolation,
+    "idle_isolation_deflate": lambda ctx, s: idle_isolation(ctx, s, deflate=True),
     "idle_isolation_no_keepalive": lambda ctx, s: idle_isolation(ctx, s, keepalive=False),
     "overload": overload,
 }
