@@ -154,7 +154,11 @@ METRICS: list[tuple[str, str, str, str, str | None]] = [
     ("fanout_chromium", "p99_ms", "Chromium pages: p99 ms", "lower", None),
     *[
         (scenario, key, f"{name}: {label}", "lower", target)
-        for scenario, name in (("churn", "churn x100"), ("churn_elsewhere", "churn elsewhere"))
+        for scenario, name in (
+            ("churn", "churn x100"),
+            ("churn_deflate", "churn x100 deflate"),
+            ("churn_elsewhere", "churn elsewhere"),
+        )
         for key, label, target in (
             ("server_cpu_us_per_frame", "server CPU µs/frame", None),
             ("p99_ms", "p99 ms", None),

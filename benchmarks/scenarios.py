@@ -367,7 +367,9 @@ def fanout_chromium(ctx: Context, system: str) -> dict[str, Any]:
     }
 
 
-def churn(ctx: Context, system: str, elsewhere: bool = False) -> dict[str, Any]:
+def churn(
+    ctx: Context, system: str, elsewhere: bool = False, deflate: bool = False
+) -> dict[str, Any]:
     """Fan-out x100 while other connections come and go (50 a second, each for half a second)
     on the same channel, or on another one (what the connections cost, without their effect
     on the fan-out): server CPU per frame delivered, latency and loss of the steady clients;
@@ -378,9 +380,10 @@ def churn(ctx: Context, system: str, elsewhere: bool = False) -> dict[str, Any]:
     key = "topic:system" if elsewhere else "topic"
     visits = {"rate": ctx.size(50, 20), "stay": 0.5, "key": key}
     with serving(ctx, system) as server:
-        steady = Clients(ctx, system, server.ws_url, [{"n": n, "key": "topic", "sample": 1}])
+        steady = Clients(ctx, system, server.ws_url, [{"n": n, "key": "topic", "sample": 1}],
+                         deflate=deflate)  # fmt: skip
         try:
-            coming = Clients(ctx, system, server.ws_url, [], churn=visits)
+            coming = Clients(ctx, system, server.ws_url, [], churn=visits, deflate=deflate)
         except BaseException:
             steady.close()
             raise
@@ -578,6 +581,7 @@ SCENARIOS: dict[str, Scenario] = {
     "fanout_1000_deflate": lambda ctx, s: fanout(ctx, s, ctx.size(1000, 200), True),
     "fanout_chromium": fanout_chromium,
     "churn": churn,
+    "churn_deflate": lambda ctx, s: churn(ctx, s, deflate=True),
     "churn_elsewhere": lambda ctx, s: churn(ctx, s, elsewhere=True),
     "spread": spread,
     "idle_isolation": idle_isolation,
