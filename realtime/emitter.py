@@ -185,7 +185,8 @@ class Emitter:
         self._put(_Entry("task.progress", data, task_id, user_id, None, ts, root_id=root_id))
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything emitted so far is stored and published; False on timeout."""
+        """Wait until everything emitted so far is stored and published (and every refusal
+        before it counted); False on timeout."""
         with self._lock:
             if self._thread is None:
                 return True
@@ -365,6 +366,8 @@ class Emitter:
                         await self._wakeup.wait()
                     continue
                 await self._publish(publisher, batch)
+                if self._refused:  # refused before these were taken: counted before `flush` is
+                    await self._report_refused(store)
                 with self._lock:
                     self._completed += len(batch)
                     self._done.notify_all()
