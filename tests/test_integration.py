@@ -5,8 +5,6 @@ The app has its own broker (a Redis of its own) and queue; taskcast's Redis is t
 
 from __future__ import annotations
 
-import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -168,25 +166,6 @@ async def test_an_owned_workflow_is_its_owners_alone_and_plain_tasks_emit_nothin
     assert any(e["task_id"] == after.task_id for e in stored)
     assert not [e for e in stored if result.id in orjson.dumps(e).decode()]
     await alice.close()
-
-
-@pytest.fixture
-def vhost() -> Iterator[str]:
-    """A RabbitMQ vhost of this test's own on the machine's broker, deleted afterwards."""
-    name = f"taskcast-adopter-{uuid.uuid4().hex[:10]}"
-    try:
-        subprocess.run(["rabbitmqctl", "add_vhost", name], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"no usable RabbitMQ management CLI: {exc}")
-    try:
-        subprocess.run(
-            ["rabbitmqctl", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-            check=True,
-            capture_output=True,
-        )
-        yield name
-    finally:
-        subprocess.run(["rabbitmqctl", "delete_vhost", name], check=False, capture_output=True)
 
 
 async def test_a_workflow_over_rabbitmq_from_a_producer_that_knows_only_names(
